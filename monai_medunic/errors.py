@@ -1,0 +1,134 @@
+"""Typed exceptions of monai-medunic.
+
+Every error raised on bad input derives from :class:`MedUniCError`. Errors about a file carry the
+file path and, where known, the line (manifests, corpora) and the field (DICOM attribute, column,
+config key), so that a user can find the problem without reading a traceback. Messages never carry
+patient identifiers: callers pass attribute *names* (``PatientID``), never their values.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+__all__ = [
+    "MedUniCError",
+    "ConfigurationError",
+    "ShapeMismatchError",
+    "BatchSizeError",
+    "DataError",
+    "DicomReadError",
+    "MissingDecoderError",
+    "NotAnImageError",
+    "ReportTextError",
+    "ManifestError",
+    "CorpusError",
+    "VocabularyError",
+    "ModelLoadError",
+    "NonFiniteLossError",
+    "TranslationMissingError",
+    "MetricInputError",
+]
+
+
+class MedUniCError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class ConfigurationError(MedUniCError, ValueError):
+    """An argument or a config value is invalid (names the key and the allowed values)."""
+
+
+class ShapeMismatchError(MedUniCError, ValueError):
+    """Two tensors that must agree in shape do not; the message names both shapes."""
+
+    def __init__(self, what: str, shape_a: Any, shape_b: Any, hint: str = "") -> None:
+        self.shape_a = tuple(shape_a)
+        self.shape_b = tuple(shape_b)
+        msg = f"{what}: shapes {self.shape_a} and {self.shape_b} do not match"
+        super().__init__(f"{msg}; {hint}" if hint else msg)
+
+
+class BatchSizeError(MedUniCError, ValueError):
+    """A loss that needs batch statistics got too small a batch."""
+
+
+class DataError(MedUniCError):
+    """Bad input data. Carries ``path``, ``line`` (1-based, if any) and ``field`` (if any)."""
+
+    def __init__(
+        self,
+        message: str,
+        path: str | os.PathLike | None = None,
+        field: str | None = None,
+        line: int | None = None,
+    ) -> None:
+        self.path = os.fspath(path) if path is not None else None
+        self.field = field
+        self.line = line
+        self.reason = message
+        where = []
+        if self.path is not None:
+            where.append(self.path)
+        if line is not None:
+            where.append(f"line {line}")
+        if field is not None:
+            where.append(f"field '{field}'")
+        super().__init__(f"{': '.join(where)}: {message}" if where else message)
+
+
+class DicomReadError(DataError):
+    """A DICOM file cannot be read or decoded (truncated, not DICOM, no PixelData, ...)."""
+
+
+class MissingDecoderError(DicomReadError):
+    """The transfer syntax needs a pixel decoder package that is not installed (message names it)."""
+
+
+class NotAnImageError(DicomReadError):
+    """A DICOM object that is not an image (e.g. an SR) was given where an image is expected."""
+
+
+class ReportTextError(DataError):
+    """A report (e.g. a DICOM SR) holds no usable text."""
+
+
+class ManifestError(DataError):
+    """A dataset manifest or one of its records is invalid."""
+
+
+class CorpusError(DataError):
+    """A text corpus is empty, unreadable, not UTF-8, or lacks the named column."""
+
+
+class VocabularyError(MedUniCError):
+    """A tokenizer or vocabulary cannot be extended (e.g. it has no WordPiece vocabulary)."""
+
+
+class ModelLoadError(MedUniCError):
+    """A model, tokenizer, bundle or checkpoint cannot be loaded from the given path."""
+
+
+class NonFiniteLossError(MedUniCError, FloatingPointError):
+    """A loss term became NaN or infinite; ``term`` names it."""
+
+    def __init__(self, term: str, value: float, iteration: int | None = None) -> None:
+        self.term = term
+        self.value = value
+        self.iteration = iteration
+        at = f" at iteration {iteration}" if iteration is not None else ""
+        super().__init__(
+            f"loss term '{term}' is {value}{at}; lower the learning rate, check the inputs, "
+            "or train in fp32 (precision='fp32')"
+        )
+
+
+class TranslationMissingError(MedUniCError, KeyError):
+    """A finding has no name in the requested prompt language."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else ""
+
+
+class MetricInputError(MedUniCError, ValueError):
+    """A metric got inputs it cannot be computed from (e.g. labels are missing)."""
