@@ -1,1 +1,18 @@
-"""losses."""
+"""Losses of the vision-language pre-training methods (each documents its paper and equation)."""
+
+from monai_medunic.losses.composite import MedUniCLoss
+from monai_medunic.losses.contrastive import CVLLoss, SSVLoss, info_nce
+from monai_medunic.losses.ctr import CTRLoss, TextFeatureAlignmentLoss, TextToTextAlignmentLoss
+from monai_medunic.losses.distributed import gather_with_grad, is_distributed
+
+__all__ = [
+    "CVLLoss",
+    "SSVLoss",
+    "CTRLoss",
+    "TextFeatureAlignmentLoss",
+    "TextToTextAlignmentLoss",
+    "MedUniCLoss",
+    "info_nce",
+    "gather_with_grad",
+    "is_distributed",
+]
