@@ -69,6 +69,19 @@ class MedUniC(nn.Module):
         text_dropout_view: bool = True,
     ) -> None:
         super().__init__()
+        # JSON-able construction arguments, written next to the weights when a bundle is exported
+        self.init_args = {
+            "image_encoder": image_encoder if isinstance(image_encoder, str) else None,
+            "in_channels": in_channels,
+            "img_size": img_size,
+            "embed_dim": embed_dim,
+            "ctr_dim": ctr_dim,
+            "proj_hidden_dim": proj_hidden_dim,
+            "freeze_layers": freeze_layers,
+            "freeze_embeddings": freeze_embeddings,
+            "pooling": pooling,
+            "text_dropout_view": text_dropout_view,
+        }
         if isinstance(image_encoder, str):
             image_encoder = CXRImageEncoder(image_encoder, in_channels=in_channels, img_size=img_size)
         self.image_encoder = image_encoder

@@ -1,0 +1,199 @@
+"""Bilingual zero-shot classification (Med-UniC Sec. 4.2 and App. D).
+
+For every finding a positive prompt (``"{finding}"`` / ``"{hallazgo}"``) and a negative prompt
+(``"No {finding}"`` / ``"No hay {hallazgo}"``) are encoded once per prompt language and cached. An
+image is positive for a finding when its cosine similarity to the positive prompt exceeds that to the
+negative prompt. The score used for AUC is ``sigmoid((s_pos - s_neg) / tau)``, the two-way softmax
+over the prompt pair, so the cost per image is the image encoder's forward pass plus one matrix
+product with the cached ``(2F, d)`` prompt matrix.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import ignite.distributed as idist
+import torch
+from ignite.metrics import Metric
+
+from monai_medunic.errors import ConfigurationError, MetricInputError
+from monai_medunic.text.prompts import build_prompts
+
+__all__ = [
+    "ZeroShotClassifier",
+    "ZeroShotPrediction",
+    "ZeroShotAUC",
+    "multilabel_auc",
+    "multilabel_f1",
+]
+
+logger = logging.getLogger(__name__)
+
+Tokenize = Callable[[Sequence[str]], Mapping[str, torch.Tensor]]
+
+
+@dataclass
+class ZeroShotPrediction:
+    """``probs``: ``(B, F)`` scores in [0, 1]; ``positive``: ``(B, F)`` decisions (``s_pos > s_neg``)."""
+
+    probs: torch.Tensor
+    positive: torch.Tensor
+
+
+class ZeroShotClassifier:
+    """Zero-shot multi-label classifier over a fixed finding list, in one or more prompt languages.
+
+    Args:
+        model: a network with ``encode_image(images)`` and ``encode_text(input_ids, attention_mask)``
+            returning L2-normalised joint-space embeddings (e.g. :class:`~monai_medunic.networks.MedUniC`).
+        tokenize: maps a list of texts to ``input_ids`` and ``attention_mask`` tensors.
+        findings: English finding keys (see :mod:`monai_medunic.text.prompts`).
+        languages: prompt languages.
+        temperature: ``tau`` of the score; defaults to 0.07, the CVL temperature.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenize: Tokenize,
+        findings: Sequence[str],
+        languages: Sequence[str] = ("en", "es"),
+        temperature: float = 0.07,
+    ) -> None:
+        if not findings:
+            raise ConfigurationError("ZeroShotClassifier needs at least one finding")
+        self.model = model
+        self.tokenize = tokenize
+        self.findings = list(findings)
+        self.languages = [str(lang).lower() for lang in languages]
+        self.temperature = float(temperature)
+        # validate every translation up front: a missing one fails here, naming finding and language
+        self.prompts = {lang: build_prompts(self.findings, lang) for lang in self.languages}
+        self._cache: dict[str, torch.Tensor] = {}
+
+    def _unwrapped(self) -> torch.nn.Module:
+        return self.model.module if hasattr(self.model, "module") else self.model
+
+    @torch.no_grad()
+    def refresh(self) -> None:
+        """(Re-)encode the prompts; call after the text encoder changed (e.g. before each validation)."""
+        model = self._unwrapped()
+        was_training = model.training
+        model.eval()
+        device = next(model.parameters()).device
+        try:
+            for lang, pairs in self.prompts.items():
+                texts = [t for pair in pairs for t in pair]  # pos0, neg0, pos1, neg1, ...
+                tok = self.tokenize(texts)
+                emb = model.encode_text(tok["input_ids"].to(device), tok["attention_mask"].to(device)).float()
+                self._cache[lang] = emb.view(len(pairs), 2, -1)
+        finally:
+            model.train(was_training)
+
+    def prompt_embeddings(self, language: str) -> torch.Tensor:
+        """Cached ``(F, 2, d)`` embeddings (positive, negative) of ``language``."""
+        if language not in self.prompts:
+            raise ConfigurationError(f"prompt language '{language}' is not configured (have {self.languages})")
+        if language not in self._cache:
+            self.refresh()
+        return self._cache[language]
+
+    def classify_embeddings(self, image_emb: torch.Tensor, language: str) -> ZeroShotPrediction:
+        """Scores for L2-normalised image embeddings ``(B, d)``."""
+        prompts = self.prompt_embeddings(language).to(image_emb.device)
+        sims = torch.einsum("bd,fkd->bfk", image_emb.float(), prompts)
+        margin = sims[..., 0] - sims[..., 1]
+        return ZeroShotPrediction(probs=torch.sigmoid(margin / self.temperature), positive=margin > 0)
+
+    @torch.no_grad()
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        return self._unwrapped().encode_image(images).float()
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor, language: str) -> ZeroShotPrediction:
+        return self.classify_embeddings(self.encode_images(images), language)
+
+
+def _as_2d(name: str, x: np.ndarray | torch.Tensor) -> np.ndarray:
+    arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    if arr.ndim != 2:
+        raise MetricInputError(f"{name} must be (samples, findings), got shape {arr.shape}")
+    return arr
+
+
+def multilabel_auc(labels, scores, findings: Sequence[str] | None = None) -> dict:
+    """ROC AUC per finding and their macro mean.
+
+    A finding whose labels hold a single class has no defined AUC: it is reported as ``None``
+    (not 0.5) and left out of the macro mean, which is ``None`` when no finding is defined.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    y, s = _as_2d("labels", labels), _as_2d("scores", scores)
+    if y.shape != s.shape:
+        raise MetricInputError(f"labels {y.shape} and scores {s.shape} must have the same shape")
+    if np.isnan(y).any():
+        raise MetricInputError("labels contain missing values (NaN): drop unlabelled samples before computing AUC")
+    names = list(findings) if findings is not None else [str(i) for i in range(y.shape[1])]
+    per: dict[str, float | None] = {}
+    for j, name in enumerate(names):
+        col = y[:, j]
+        per[name] = float(roc_auc_score(col, s[:, j])) if len(np.unique(col)) == 2 else None
+    defined = [v for v in per.values() if v is not None]
+    undefined = [k for k, v in per.items() if v is None]
+    if undefined:
+        logger.warning("AUC undefined (single class in labels) for: %s", ", ".join(undefined))
+    return {"macro": float(np.mean(defined)) if defined else None, "per_finding": per, "undefined": undefined}
+
+
+def multilabel_f1(labels, decisions, findings: Sequence[str] | None = None) -> dict:
+    """F1 per finding (positive class) and the macro mean over findings."""
+    from sklearn.metrics import f1_score
+
+    y, d = _as_2d("labels", labels), _as_2d("decisions", decisions)
+    if y.shape != d.shape:
+        raise MetricInputError(f"labels {y.shape} and decisions {d.shape} must have the same shape")
+    names = list(findings) if findings is not None else [str(i) for i in range(y.shape[1])]
+    per = {n: float(f1_score(y[:, j].astype(int), d[:, j].astype(int), zero_division=0.0)) for j, n in enumerate(names)}
+    return {"macro": float(np.mean(list(per.values()))), "per_finding": per}
+
+
+class ZeroShotAUC(Metric):
+    """Ignite metric: zero-shot macro AUC in one prompt language, for MONAI evaluators.
+
+    The evaluator's ``output_transform`` must give ``(image_emb, labels)`` with L2-normalised
+    ``(B, d)`` embeddings and ``(B, F)`` binary labels. The prompts are re-encoded at every
+    :meth:`reset`, i.e. at the start of each validation run, since the text encoder is training.
+    An undefined AUC (single-class labels) is reported as NaN with a warning.
+    """
+
+    def __init__(self, classifier: ZeroShotClassifier, language: str = "en", output_transform=lambda x: x, device="cpu"):
+        self.classifier = classifier
+        self.language = language
+        super().__init__(output_transform=output_transform, device=device)
+
+    def reset(self) -> None:
+        self._emb: list[torch.Tensor] = []
+        self._labels: list[torch.Tensor] = []
+        if hasattr(self, "classifier"):
+            self.classifier._cache.clear()
+
+    def update(self, output) -> None:
+        emb, labels = output
+        self._emb.append(emb.detach().float().cpu())
+        self._labels.append(torch.as_tensor(labels).detach().float().cpu())
+
+    def compute(self) -> float:
+        if not self._emb:
+            raise MetricInputError("ZeroShotAUC: no samples were evaluated")
+        emb = torch.cat(self._emb)
+        labels = torch.cat(self._labels)
+        if idist.get_world_size() > 1:  # every rank scored its shard of the validation set
+            emb, labels = idist.all_gather(emb), idist.all_gather(labels)
+        probs = self.classifier.classify_embeddings(emb, self.language).probs
+        macro = multilabel_auc(labels, probs, self.classifier.findings)["macro"]
+        return math.nan if macro is None else macro
