@@ -50,10 +50,12 @@ class ZeroShotClassifier:
     Args:
         model: a network with ``encode_image(images)`` and ``encode_text(input_ids, attention_mask)``
             returning L2-normalised joint-space embeddings (e.g. :class:`~monai_medunic.networks.MedUniC`).
-        tokenize: maps a list of texts to ``input_ids`` and ``attention_mask`` tensors.
+        tokenize: an HF tokenizer (called with padding and truncation at ``max_length``), or any
+            callable mapping a list of texts to ``input_ids`` and ``attention_mask`` tensors.
         findings: English finding keys (see :mod:`monai_medunic.text.prompts`).
         languages: prompt languages.
         temperature: ``tau`` of the score; defaults to 0.07, the CVL temperature.
+        max_length: truncation length when ``tokenize`` is an HF tokenizer.
     """
 
     def __init__(
@@ -63,11 +65,18 @@ class ZeroShotClassifier:
         findings: Sequence[str],
         languages: Sequence[str] = ("en", "es"),
         temperature: float = 0.07,
+        max_length: int = 128,
     ) -> None:
         if not findings:
             raise ConfigurationError("ZeroShotClassifier needs at least one finding")
         self.model = model
-        self.tokenize = tokenize
+        if hasattr(tokenize, "convert_ids_to_tokens"):  # an HF tokenizer
+            hf = tokenize
+            self.tokenize = lambda texts: hf(
+                list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+            )
+        else:
+            self.tokenize = tokenize
         self.findings = list(findings)
         self.languages = [str(lang).lower() for lang in languages]
         self.temperature = float(temperature)
@@ -163,7 +172,8 @@ def multilabel_f1(labels, decisions, findings: Sequence[str] | None = None) -> d
 
 
 class ZeroShotAUC(Metric):
-    """Ignite metric: zero-shot macro AUC in one prompt language, for MONAI evaluators.
+    """Ignite metric: zero-shot macro AUC in one prompt language (or, with ``language=None``, the mean
+    over the classifier's prompt languages), for MONAI evaluators.
 
     The evaluator's ``output_transform`` must give ``(image_emb, labels)`` with L2-normalised
     ``(B, d)`` embeddings and ``(B, F)`` binary labels. The prompts are re-encoded at every
@@ -171,7 +181,9 @@ class ZeroShotAUC(Metric):
     An undefined AUC (single-class labels) is reported as NaN with a warning.
     """
 
-    def __init__(self, classifier: ZeroShotClassifier, language: str = "en", output_transform=lambda x: x, device="cpu"):
+    def __init__(
+        self, classifier: ZeroShotClassifier, language: str | None = "en", output_transform=lambda x: x, device="cpu"
+    ):
         self.classifier = classifier
         self.language = language
         super().__init__(output_transform=output_transform, device=device)
@@ -194,6 +206,10 @@ class ZeroShotAUC(Metric):
         labels = torch.cat(self._labels)
         if idist.get_world_size() > 1:  # every rank scored its shard of the validation set
             emb, labels = idist.all_gather(emb), idist.all_gather(labels)
-        probs = self.classifier.classify_embeddings(emb, self.language).probs
-        macro = multilabel_auc(labels, probs, self.classifier.findings)["macro"]
-        return math.nan if macro is None else macro
+        languages = self.classifier.languages if self.language is None else [self.language]
+        values = []
+        for lang in languages:
+            probs = self.classifier.classify_embeddings(emb, lang).probs
+            macro = multilabel_auc(labels, probs, self.classifier.findings)["macro"]
+            values.append(math.nan if macro is None else macro)
+        return float(np.mean(values))
