@@ -405,8 +405,11 @@ def torchxrayvision_data_dir() -> str:
     return os.path.join(list(spec.submodule_search_locations)[0], "data")
 
 
-def _default_data_file(name: str) -> str:
-    path = os.path.join(torchxrayvision_data_dir(), name)
+def _default_data_file(name: str, path: str | os.PathLike | None = None) -> str:
+    """``path`` if it is a file; ``path/name`` if it is a directory; else the file in the torchxrayvision wheel."""
+    if path is not None and not os.path.isdir(path):
+        return os.fspath(path)
+    path = os.path.join(os.fspath(path) if path is not None else torchxrayvision_data_dir(), name)
     if not os.path.isfile(path):
         raise CorpusError("file not found in the torchxrayvision wheel (version without the data files?)", path=path)
     return path
@@ -420,14 +423,15 @@ class IUXRayCorpus(_FileCorpus):
     ``too_short``. De-identification placeholders (``XXXX``) are kept as they are in the source.
 
     Args:
-        path: the ``.tgz`` file; defaults to the copy inside the installed ``torchxrayvision`` wheel.
+        path: the ``.tgz`` file, or a directory holding ``NLMCXR_reports.tgz``; defaults to the copy inside
+            the installed ``torchxrayvision`` wheel.
         sections: the ``AbstractText`` labels to concatenate, in order.
     """
 
     def __init__(self, path: str | os.PathLike | None = None, language: str = "en",
                  sections: Sequence[str] = ("FINDINGS", "IMPRESSION"), min_tokens: int = 3,
                  limit: int | None = None, name: str = "iu_xray") -> None:
-        super().__init__(path or _default_data_file(IU_XRAY_REPORTS_FILE), language, min_tokens=min_tokens,
+        super().__init__(_default_data_file(IU_XRAY_REPORTS_FILE, path), language, min_tokens=min_tokens,
                          limit=limit, name=name)
         self.sections = tuple(sections)
 
@@ -459,12 +463,13 @@ class PadChestCorpus(CSVCorpus):
     Note: PadChest's report text is **stemmed** in the source (``"sin hallazg patolog"``), not fluent Spanish.
 
     Args:
-        path: the labels CSV (gz); defaults to the copy inside the installed ``torchxrayvision`` wheel.
+        path: the labels CSV (gz), or a directory holding it; defaults to the copy inside the installed
+            ``torchxrayvision`` wheel.
     """
 
     def __init__(self, path: str | os.PathLike | None = None, language: str = "es", min_tokens: int = 3,
                  limit: int | None = None, name: str = "padchest") -> None:
-        super().__init__(path or _default_data_file(PADCHEST_REPORTS_FILE), language, text_column="Report",
+        super().__init__(_default_data_file(PADCHEST_REPORTS_FILE, path), language, text_column="Report",
                          id_column="ReportID", dedupe_column="ReportID", min_tokens=min_tokens, limit=limit, name=name)
 
 
