@@ -28,6 +28,7 @@ __all__ = [
     "NonFiniteLossError",
     "TranslationMissingError",
     "MetricInputError",
+    "VolumeReadError",
 ]
 
 
@@ -132,3 +133,7 @@ class TranslationMissingError(MedUniCError, KeyError):
 
 class MetricInputError(MedUniCError, ValueError):
     """A metric got inputs it cannot be computed from (e.g. labels are missing)."""
+
+
+class VolumeReadError(DataError):
+    """A 3D volume (DICOM series or NIfTI file) cannot be read or assembled."""

@@ -1,1 +1,59 @@
-"""transforms."""
+"""MONAI transforms of monai-medunic: DICOM-aware radiograph loading, view filtering, SR report text and 3D volumes.
+
+Each transform has an array form and a dictionary form (``X`` / ``Xd``), records what it did in the
+MetaTensor meta, and raises a typed error from :mod:`monai_medunic.errors` that names the file.
+"""
+
+from monai_medunic.transforms.dicom import (
+    RGB_POLICIES,
+    VOI_FALLBACKS,
+    LoadDicomImage,
+    LoadDicomImaged,
+    dicom_to_array,
+    dicom_to_metatensor,
+    read_dicom,
+    window_to_unit,
+)
+from monai_medunic.transforms.sr import ReadReportFromSR, ReadReportFromSRd, SRReportText, read_report_from_sr
+from monai_medunic.transforms.views import FRONTAL, LATERAL, UNKNOWN, FrontalViewFilter, classify_view, view_evidence
+from monai_medunic.transforms.volume import (
+    HU_WINDOW_PRESETS,
+    HUWindow,
+    HUWindowd,
+    LoadDicomSeriesVolume,
+    LoadDicomSeriesVolumed,
+    LoadNiftiVolume,
+    LoadNiftiVolumed,
+    read_dicom_series,
+    read_nifti_volume,
+)
+
+__all__ = [
+    "RGB_POLICIES",
+    "VOI_FALLBACKS",
+    "LoadDicomImage",
+    "LoadDicomImaged",
+    "dicom_to_array",
+    "dicom_to_metatensor",
+    "read_dicom",
+    "window_to_unit",
+    "ReadReportFromSR",
+    "ReadReportFromSRd",
+    "SRReportText",
+    "read_report_from_sr",
+    "FRONTAL",
+    "LATERAL",
+    "UNKNOWN",
+    "FrontalViewFilter",
+    "classify_view",
+    "view_evidence",
+    "HU_WINDOW_PRESETS",
+    "HUWindow",
+    "HUWindowd",
+    "LoadDicomSeriesVolume",
+    "LoadDicomSeriesVolumed",
+    "LoadNiftiVolume",
+    "LoadNiftiVolumed",
+    "read_dicom_series",
+    "read_nifti_volume",
+]

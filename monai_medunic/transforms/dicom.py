@@ -1,0 +1,599 @@
+"""DICOM-aware 2D image loading: stored values -> display values in [0, 1], as a radiologist sees them.
+
+Med-UniC (Sec. 4, "Dataset") pre-trains on MIMIC-CXR and PadChest radiographs, which hospitals store
+as DICOM. Loading a radiograph correctly means applying the DICOM grayscale pipeline (PS3.3 C.11 and
+PS3.4 N.2) in the standard order:
+
+1. **Modality LUT** (PS3.3 C.11.1): *Rescale Slope* / *Rescale Intercept*, or a *Modality LUT
+   Sequence* (also read from the shared functional groups of enhanced multi-frame objects).
+2. **VOI LUT** (PS3.3 C.11.2): a *VOI LUT Sequence* item, or *Window Center* / *Window Width* (one of
+   several values, chosen by ``voi_index``) with *VOI LUT Function* ``LINEAR`` / ``LINEAR_EXACT`` /
+   ``SIGMOID`` (PS3.3 C.11.2.1.2-3). The window is mapped to [0, 1] directly. When the object has no
+   VOI transform, ``voi_fallback`` says what to do: ``"full_range"`` (the data's min..max) or
+   ``"percentile"`` (clip to the ``percentiles`` of the data, robust to burned-in markers).
+3. **Polarity**: *Photometric Interpretation* ``MONOCHROME1`` (low values bright) is inverted, and so
+   is an image whose *Presentation LUT Shape* is ``INVERSE``. The DX IOD requires ``INVERSE`` on every
+   ``MONOCHROME1`` image (PS3.3 C.8.11.6.1.2), so there it restates the same inversion and is applied
+   once, not twice. After loading, bright always means dense (bone, heart), whatever was stored.
+
+Colour images (``RGB``, ``YBR_*``, ``PALETTE COLOR``) have no grayscale pipeline; they are scaled by
+their bit depth and reduced to one channel by ``rgb_policy``: ``"luminance"`` (ITU-R BT.601 weights
+0.299 R + 0.587 G + 0.114 B, the default), ``"mean"``, or ``"error"`` (raise).
+
+Multi-frame objects: with ``frame=None`` every frame becomes one channel, ``(F, H, W)``; with
+``frame=k`` only frame ``k`` is returned, ``(1, H, W)``. Single-frame images are ``(1, H, W)``.
+Automatic VOI fallbacks are computed over all frames jointly, so frames stay comparable.
+
+Compressed transfer syntaxes (JPEG baseline / extended / lossless, JPEG-LS, JPEG 2000, HTJ2K, RLE)
+decode through pydicom's pixel data handlers. When the decoder's package is missing the loader raises
+:class:`~monai_medunic.errors.MissingDecoderError` naming the pip package to install.
+
+The output is a :class:`monai.data.MetaTensor`, float32, whose meta holds the pixel spacing, the
+orientation, the photometric interpretation, what was applied (``"modality_lut"``, ``"voi"``,
+``"inverted"``), the view (:func:`monai_medunic.transforms.views.classify_view`) and the SOP / Study /
+Series instance UIDs. Patient identifiers (name, ID, birth date) are never copied into the meta and
+never appear in an error message.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pydicom
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import MapTransform, Transform
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID
+
+from monai_medunic.errors import ConfigurationError, DicomReadError, MissingDecoderError, NotAnImageError
+
+__all__ = [
+    "VOI_FALLBACKS",
+    "RGB_POLICIES",
+    "read_dicom",
+    "dicom_to_array",
+    "dicom_to_metatensor",
+    "window_to_unit",
+    "LoadDicomImage",
+    "LoadDicomImaged",
+]
+
+logger = logging.getLogger(__name__)
+
+VOI_FALLBACKS: tuple[str, ...] = ("full_range", "percentile")
+RGB_POLICIES: tuple[str, ...] = ("luminance", "mean", "error")
+
+# Attributes whose values are patient identifiers: never copied, never printed.
+_PHI_KEYWORDS: tuple[str, ...] = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "OtherPatientIDs",
+    "OtherPatientNames",
+    "PatientAddress",
+    "PatientTelephoneNumbers",
+    "PatientMotherBirthName",
+    "IssuerOfPatientID",
+    "AccessionNumber",
+)
+
+# pip packages that provide pydicom's decoders, per transfer syntax family.
+_OPENJPEG = "pylibjpeg-openjpeg (pip install 'pylibjpeg>=2' 'pylibjpeg-openjpeg>=2')"
+_LIBJPEG = "pylibjpeg-libjpeg (pip install 'pylibjpeg>=2' 'pylibjpeg-libjpeg>=2')"
+_DECODER_PACKAGES: dict[str, str] = {
+    "1.2.840.10008.1.2.4.50": _LIBJPEG + " or pillow",
+    "1.2.840.10008.1.2.4.51": _LIBJPEG + " or pillow",
+    "1.2.840.10008.1.2.4.57": _LIBJPEG,
+    "1.2.840.10008.1.2.4.70": _LIBJPEG,
+    "1.2.840.10008.1.2.4.80": "pyjpegls (pip install pyjpegls) or " + _LIBJPEG,
+    "1.2.840.10008.1.2.4.81": "pyjpegls (pip install pyjpegls) or " + _LIBJPEG,
+    "1.2.840.10008.1.2.4.90": _OPENJPEG,
+    "1.2.840.10008.1.2.4.91": _OPENJPEG,
+    "1.2.840.10008.1.2.4.201": _OPENJPEG,
+    "1.2.840.10008.1.2.4.202": _OPENJPEG,
+    "1.2.840.10008.1.2.4.203": _OPENJPEG,
+    "1.2.840.10008.1.2.5": "pylibjpeg-rle (pip install pylibjpeg-rle), or numpy for pydicom's own RLE decoder",
+}
+
+_STORAGE_PREFIX_SR = "1.2.840.10008.5.1.4.1.1.88."
+
+
+def _phi_values(ds: Dataset | None) -> list[str]:
+    values: list[str] = []
+    if ds is None:
+        return values
+    for kw in _PHI_KEYWORDS:
+        try:
+            v = ds.get(kw)
+        except Exception:  # a malformed element must not stop the scrubbing
+            continue
+        if v is None:
+            continue
+        items = v if isinstance(v, (list, tuple, pydicom.multival.MultiValue)) else [v]
+        for item in items:
+            s = str(item).strip()
+            if len(s) >= 2:
+                values.append(s)
+                values.extend(p for p in s.replace("^", " ").split() if len(p) >= 3)
+    return sorted(set(values), key=len, reverse=True)
+
+
+def _scrub(message: str, ds: Dataset | None) -> str:
+    """Remove any patient-identifier value of ``ds`` from ``message`` (library messages may quote values)."""
+    for value in _phi_values(ds):
+        message = message.replace(value, "<removed>")
+    return message
+
+
+def _fspath(source: Any) -> str | None:
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    if isinstance(source, Dataset):
+        name = getattr(source, "filename", None)
+        return os.fspath(name) if isinstance(name, (str, os.PathLike)) else None
+    return None
+
+
+def read_dicom(path: str | os.PathLike, header_only: bool = False) -> Dataset:
+    """Read a DICOM Part 10 file, turning every failure into a :class:`DicomReadError` naming the file.
+
+    Args:
+        path: the file.
+        header_only: stop before the pixel data (fast; for view classification or series sorting).
+
+    Raises:
+        DicomReadError: the file is missing, is a directory, is not DICOM, or is truncated / corrupt.
+    """
+    p = os.fspath(path)
+    if not os.path.exists(p):
+        raise DicomReadError("file does not exist", path=p)
+    if os.path.isdir(p):
+        raise DicomReadError("is a directory, expected a DICOM file", path=p)
+    if os.path.getsize(p) == 0:
+        raise DicomReadError("file is empty", path=p)
+    try:
+        ds = pydicom.dcmread(p, stop_before_pixels=header_only)
+    except InvalidDicomError:
+        raise DicomReadError(
+            "not a DICOM file (no 'DICM' prefix after the 128-byte preamble); "
+            "is it a PNG/JPEG or a raw dump?",
+            path=p,
+        ) from None
+    except Exception as err:  # EOFError, struct.error, OSError, ValueError from truncated elements
+        raise DicomReadError(f"truncated or corrupt DICOM file ({type(err).__name__})", path=p) from None
+    if not header_only:
+        # dcmread reads elements lazily only for deferred reads; a truncated value shows up here.
+        pixel = ds.get("PixelData", None) if "PixelData" in ds else None
+        if pixel is None and "PixelData" in ds:
+            raise DicomReadError("truncated file: PixelData has no value", path=p, field="PixelData")
+    return ds
+
+
+def _check_decoder(ds: Dataset, path: str | None) -> None:
+    tsyntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if tsyntax is None:
+        return
+    tsyntax = UID(str(tsyntax))
+    if not tsyntax.is_compressed:
+        return
+    from pydicom.pixels import get_decoder
+
+    name = tsyntax.name
+    try:
+        decoder = get_decoder(tsyntax)
+    except NotImplementedError:
+        raise MissingDecoderError(
+            f"pydicom {pydicom.__version__} has no pixel decoder for the transfer syntax '{name}' ({tsyntax}) and no "
+            "pip package adds one; transcode the file to an uncompressed or JPEG 2000 transfer syntax first "
+            "(e.g. with dcmtk or gdcm)",
+            path=path,
+            field="TransferSyntaxUID",
+        ) from None
+    if not decoder.is_available:
+        package = _DECODER_PACKAGES.get(str(tsyntax), ", ".join(decoder.missing_dependencies) or "a decoder plugin")
+        raise MissingDecoderError(
+            f"no installed decoder for the transfer syntax '{name}' ({tsyntax}): install {package}",
+            path=path,
+            field="TransferSyntaxUID",
+        )
+
+
+def _functional_item(ds: Dataset, sequence: str) -> Dataset | None:
+    """First item of ``sequence`` inside the shared functional groups (enhanced multi-frame objects)."""
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    if not shared:
+        return None
+    seq = shared[0].get(sequence)
+    return seq[0] if seq else None
+
+
+def _attr(ds: Dataset, keyword: str, fg_sequence: str | None = None) -> Any:
+    if keyword in ds:
+        return ds.get(keyword)
+    if fg_sequence is not None:
+        item = _functional_item(ds, fg_sequence)
+        if item is not None and keyword in item:
+            return item.get(keyword)
+    return None
+
+
+def _as_list(value: Any) -> list[float]:
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
+        return [float(v) for v in value]
+    return [float(value)]
+
+
+def window_to_unit(arr: np.ndarray, center: float, width: float, function: str = "LINEAR") -> np.ndarray:
+    """Map a window (PS3.3 C.11.2.1.2 and C.11.2.1.3) to [0, 1].
+
+    ``LINEAR``: ``x <= c - 0.5 - (w - 1) / 2`` -> 0, ``x > c - 0.5 + (w - 1) / 2`` -> 1, otherwise
+    ``((x - (c - 0.5)) / (w - 1) + 0.5)`` (needs ``w >= 1``). ``LINEAR_EXACT``: ``x <= c - w / 2`` -> 0,
+    ``x > c + w / 2`` -> 1, otherwise ``(x - c) / w + 0.5``. ``SIGMOID``: ``1 / (1 + exp(-4 (x - c) / w))``.
+
+    Args:
+        arr: values after the modality LUT.
+        center: *Window Center*.
+        width: *Window Width* (> 0; >= 1 for ``LINEAR``).
+        function: *VOI LUT Function*.
+
+    Raises:
+        ConfigurationError: an unknown function, or a width the function does not allow.
+    """
+    function = (function or "LINEAR").strip().upper()
+    if function not in ("LINEAR", "LINEAR_EXACT", "SIGMOID"):
+        raise ConfigurationError(f"unknown VOI LUT Function '{function}'; allowed: LINEAR, LINEAR_EXACT, SIGMOID")
+    if (function == "LINEAR" and not width >= 1) or not width > 0:
+        raise ConfigurationError(f"{function} window needs width {'>= 1' if function == 'LINEAR' else '> 0'}, got {width}")
+    out = np.array(arr, dtype=np.float32, copy=True)
+    if function == "SIGMOID":
+        out -= np.float32(center)
+        out *= np.float32(-4.0 / width)
+        np.clip(out, -80.0, 80.0, out=out)
+        np.exp(out, out=out)
+        out += np.float32(1.0)
+        return np.reciprocal(out, out=out)
+    if function == "LINEAR" and width == 1:
+        return (out > center - 0.5).astype(np.float32)
+    if function == "LINEAR":
+        out -= np.float32(center - 0.5)
+        out *= np.float32(1.0 / (width - 1))
+    else:
+        out -= np.float32(center)
+        out *= np.float32(1.0 / width)
+    out += np.float32(0.5)
+    np.minimum(out, np.float32(1.0), out=out)
+    np.maximum(out, np.float32(0.0), out=out)
+    return out
+
+
+def _lut_values(item: Dataset, ds: Dataset) -> tuple[np.ndarray, int, int]:
+    desc = [int(v) for v in item.LUTDescriptor]
+    n_entries = desc[0] or 2**16
+    first = desc[1]
+    bits = desc[2]
+    elem = item["LUTData"]
+    if elem.VR == "OW" or isinstance(elem.value, (bytes, bytearray)):
+        little = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", UID("1.2.840.10008.1.2.1"))
+        endian = ">" if UID(str(little)) == pydicom.uid.ExplicitVRBigEndian else "<"
+        data = np.frombuffer(bytes(elem.value), dtype=f"{endian}u2")
+    else:
+        data = np.asarray(_as_list(elem.value) if not isinstance(elem.value, int) else [elem.value], dtype=np.float64)
+    data = np.asarray(data, dtype=np.float64)[:n_entries]
+    return data, first, bits
+
+
+def _apply_lut(x: np.ndarray, lut: np.ndarray, first: int) -> np.ndarray:
+    idx = np.clip(np.rint(x).astype(np.int64) - first, 0, len(lut) - 1)
+    return lut[idx]
+
+
+def _modality_lut(arr: np.ndarray, ds: Dataset) -> tuple[np.ndarray, str]:
+    seq = ds.get("ModalityLUTSequence")
+    if seq:
+        lut, first, _ = _lut_values(seq[0], ds)
+        return _apply_lut(arr, lut, first), "modality_lut_sequence"
+    slope = _attr(ds, "RescaleSlope", "PixelValueTransformationSequence")
+    intercept = _attr(ds, "RescaleIntercept", "PixelValueTransformationSequence")
+    if slope is None and intercept is None:
+        return arr.astype(np.float32, copy=False), "none"
+    s = float(slope) if slope is not None and str(slope) != "" else 1.0
+    b = float(intercept) if intercept is not None and str(intercept) != "" else 0.0
+    out = arr.astype(np.float32)
+    if s != 1.0:
+        out *= np.float32(s)
+    if b != 0.0:
+        out += np.float32(b)
+    return out, f"rescale(slope={s:g}, intercept={b:g})"
+
+
+def _voi(
+    x: np.ndarray,
+    ds: Dataset,
+    voi_index: int,
+    fallback: str,
+    percentiles: tuple[float, float],
+    prefer_voi_lut: bool,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    info: dict[str, Any] = {}
+    voi_seq = ds.get("VOILUTSequence")
+    wc_raw = _attr(ds, "WindowCenter", "FrameVOILUTSequence")
+    ww_raw = _attr(ds, "WindowWidth", "FrameVOILUTSequence")
+    centers, widths = _as_list(wc_raw), _as_list(ww_raw)
+    n_windows = min(len(centers), len(widths))
+    have_window = n_windows > 0
+    if voi_seq and (prefer_voi_lut or not have_window):
+        idx = voi_index if voi_index < len(voi_seq) else 0
+        lut, first, bits = _lut_values(voi_seq[idx], ds)
+        out = _apply_lut(x, lut, first) / float(2**bits - 1)
+        info["voi"] = f"voi_lut_sequence[{idx}]"
+        if idx != voi_index:
+            info["voi_note"] = f"voi_index {voi_index} not present ({len(voi_seq)} VOI LUT items); used item 0"
+        return np.clip(out, 0.0, 1.0), info
+    if have_window:
+        idx = voi_index if voi_index < n_windows else 0
+        c, w = centers[idx], widths[idx]
+        function = str(_attr(ds, "VOILUTFunction", "FrameVOILUTSequence") or "LINEAR").strip().upper() or "LINEAR"
+        if idx != voi_index:
+            info["voi_note"] = f"voi_index {voi_index} not present ({n_windows} windows); used window 0"
+        try:
+            out = window_to_unit(x, c, w, function)
+        except ConfigurationError as err:
+            info["voi_note"] = f"window[{idx}] ignored: {err}"
+        else:
+            info.update(voi=f"window[{idx}]", window_center=c, window_width=w, voi_function=function)
+            return out, info
+    lo_hi: tuple[float, float]
+    if fallback == "percentile":
+        lo_hi = (float(np.percentile(x, percentiles[0])), float(np.percentile(x, percentiles[1])))
+        info["voi"] = f"percentile({percentiles[0]:g},{percentiles[1]:g})"
+    else:
+        lo_hi = (float(np.min(x)), float(np.max(x)))
+        info["voi"] = "full_range"
+    lo, hi = lo_hi
+    if hi <= lo:
+        return np.zeros_like(x, dtype=np.float32), info
+    out = (x.astype(np.float32) - np.float32(lo)) * np.float32(1.0 / (hi - lo))
+    np.minimum(out, np.float32(1.0), out=out)
+    np.maximum(out, np.float32(0.0), out=out)
+    return out, info
+
+
+def _to_gray(arr: np.ndarray, ds: Dataset, policy: str, path: str | None) -> tuple[np.ndarray, str]:
+    photometric = str(ds.get("PhotometricInterpretation", "")).upper()
+    if photometric == "PALETTE COLOR":
+        from pydicom.pixels import apply_color_lut
+
+        arr = apply_color_lut(arr, ds)
+        scale = float(np.iinfo(arr.dtype).max) if np.issubdtype(arr.dtype, np.integer) else 1.0
+    else:
+        scale = float(2 ** int(ds.get("BitsStored", 8)) - 1)
+    if policy == "error":
+        raise DicomReadError(
+            f"colour image ({photometric}) and rgb_policy='error'", path=path, field="PhotometricInterpretation"
+        )
+    rgb = arr.astype(np.float64) / scale
+    if policy == "mean":
+        gray = rgb.mean(axis=-1)
+    else:
+        gray = rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+    return np.clip(gray, 0.0, 1.0), f"{policy}({photometric})"
+
+
+def _spacing(ds: Dataset) -> tuple[tuple[float, float] | None, str | None]:
+    for kw, fg in (
+        ("PixelSpacing", "PixelMeasuresSequence"),
+        ("ImagerPixelSpacing", None),
+        ("NominalScannedPixelSpacing", None),
+    ):
+        value = _attr(ds, kw, fg)
+        vals = _as_list(value) if value not in (None, "") else []
+        if len(vals) == 2 and all(np.isfinite(vals)) and min(vals) > 0:
+            return (vals[0], vals[1]), kw
+    return None, None
+
+
+def _check_options(voi_fallback: str, rgb_policy: str, percentiles: Sequence[float]) -> None:
+    if voi_fallback not in VOI_FALLBACKS:
+        raise ConfigurationError(f"voi_fallback must be one of {VOI_FALLBACKS}, got {voi_fallback!r}")
+    if rgb_policy not in RGB_POLICIES:
+        raise ConfigurationError(f"rgb_policy must be one of {RGB_POLICIES}, got {rgb_policy!r}")
+    if len(percentiles) != 2 or not 0 <= percentiles[0] < percentiles[1] <= 100:
+        raise ConfigurationError(f"percentiles must be (low, high) with 0 <= low < high <= 100, got {percentiles!r}")
+
+
+def dicom_to_array(
+    ds: Dataset,
+    filename: str | os.PathLike | None = None,
+    frame: int | None = None,
+    voi_index: int = 0,
+    voi_fallback: str = "full_range",
+    percentiles: Sequence[float] = (0.5, 99.5),
+    rgb_policy: str = "luminance",
+    prefer_voi_lut: bool = True,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Apply the grayscale pipeline to an already-read dataset.
+
+    Args:
+        ds: a pydicom dataset with pixel data (e.g. from a MONAI Deploy loader).
+        filename: the file it came from, for the meta and error messages (default: ``ds.filename``).
+        frame: ``None`` for all frames as channels, or the 0-based frame to return.
+        voi_index: which *Window Center/Width* value or *VOI LUT Sequence* item to apply.
+        voi_fallback: ``"full_range"`` or ``"percentile"`` when the object has no VOI transform.
+        percentiles: (low, high) percentiles for ``voi_fallback="percentile"``.
+        rgb_policy: ``"luminance"``, ``"mean"`` or ``"error"`` for colour images.
+        prefer_voi_lut: when both a VOI LUT Sequence and a window are present, apply the sequence
+            (pydicom's default); otherwise the window.
+
+    Returns:
+        ``(array, meta)``: float32 ``(C, H, W)`` in [0, 1] and a meta dict free of patient identifiers.
+
+    Raises:
+        NotAnImageError: no pixel data, or a non-image SOP class (e.g. an SR).
+        MissingDecoderError: the transfer syntax's decoder is not installed (names the package).
+        DicomReadError: the pixel data cannot be decoded (truncated, inconsistent attributes, ...).
+    """
+    _check_options(voi_fallback, rgb_policy, percentiles)
+    path = os.fspath(filename) if filename is not None else _fspath(ds)
+    sop_class = UID(str(ds.get("SOPClassUID", ""))) if ds.get("SOPClassUID") else None
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        what = f"{sop_class.name} object" if sop_class is not None else f"{ds.get('Modality', 'unknown')} object"
+        if sop_class is not None and str(sop_class).startswith(_STORAGE_PREFIX_SR):
+            raise NotAnImageError(f"a {what} is not an image; expected an image", path=path, field="SOPClassUID")
+        raise NotAnImageError(f"{what} without pixel data; expected an image", path=path, field="PixelData")
+    _check_decoder(ds, path)
+    try:
+        stored = ds.pixel_array
+    except MissingDecoderError:
+        raise
+    except Exception as err:
+        raise DicomReadError(
+            _scrub(f"cannot decode the pixel data ({type(err).__name__}: {err})", ds), path=path, field="PixelData"
+        ) from None
+    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
+    color = samples > 1 or photometric == "PALETTE COLOR"
+    # normalise to (F, H, W[, 3])
+    if n_frames == 1:
+        stored = stored[np.newaxis]
+    if frame is not None:
+        if not -n_frames <= frame < n_frames:
+            raise ConfigurationError(f"{path}: frame {frame} requested, the object has {n_frames} frame(s)")
+        stored = stored[frame : frame + 1] if frame >= 0 else stored[frame:][:1]
+    meta: dict[str, Any] = {
+        "photometric_interpretation": photometric,
+        "frames": n_frames,
+        "frame_index": frame,
+        "bits_stored": int(ds.get("BitsStored", 0) or 0),
+    }
+    if color:
+        img, how = _to_gray(stored, ds, rgb_policy, path)
+        meta.update(modality_lut="none", voi="none", inverted=False, rgb_to_gray=how)
+    else:
+        x, how = _modality_lut(stored, ds)
+        meta["modality_lut"] = how
+        img, voi_info = _voi(
+            x, ds, voi_index, voi_fallback, (float(percentiles[0]), float(percentiles[1])), prefer_voi_lut
+        )
+        meta.update(voi_info)
+        shape = str(ds.get("PresentationLUTShape", "") or "").strip().upper()
+        invert = photometric == "MONOCHROME1" or shape == "INVERSE"
+        if invert:
+            img = np.subtract(np.float32(1.0), img, dtype=np.float32)
+        meta["inverted"] = invert
+        meta["presentation_lut_shape"] = shape or None
+    spacing, spacing_src = _spacing(ds)
+    orientation = _attr(ds, "ImageOrientationPatient", "PlaneOrientationSequence")
+    patient_orientation = ds.get("PatientOrientation")
+    tsyntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    from monai_medunic.transforms.views import classify_view
+
+    meta.update(
+        {
+            "filename_or_obj": path,
+            "pixel_spacing": spacing,
+            "spacing_source": spacing_src,
+            "image_orientation_patient": [float(v) for v in orientation] if orientation else None,
+            "patient_orientation": [str(v) for v in patient_orientation] if patient_orientation else None,
+            "modality": str(ds.get("Modality", "")) or None,
+            "view": classify_view(ds),
+            "sop_class_uid": str(sop_class) if sop_class else None,
+            "sop_instance_uid": str(ds.get("SOPInstanceUID", "")) or None,
+            "study_instance_uid": str(ds.get("StudyInstanceUID", "")) or None,
+            "series_instance_uid": str(ds.get("SeriesInstanceUID", "")) or None,
+            "transfer_syntax_uid": str(tsyntax) if tsyntax else None,
+            "spatial_shape": tuple(int(s) for s in img.shape[1:3]),
+            "original_channel_dim": 0,
+        }
+    )
+    return np.ascontiguousarray(img, dtype=np.float32), meta
+
+
+def _affine(spacing: tuple[float, float] | None) -> torch.Tensor:
+    affine = torch.eye(4, dtype=torch.float64)
+    if spacing is not None:
+        affine[0, 0], affine[1, 1] = float(spacing[0]), float(spacing[1])
+    return affine
+
+
+def dicom_to_metatensor(ds: Dataset, filename: str | os.PathLike | None = None, **options: Any) -> MetaTensor:
+    """:func:`dicom_to_array` as a :class:`MetaTensor` whose affine carries the pixel spacing (row, column)."""
+    arr, meta = dicom_to_array(ds, filename=filename, **options)
+    return MetaTensor(torch.from_numpy(arr), affine=_affine(meta["pixel_spacing"]), meta=meta)
+
+
+class LoadDicomImage(Transform):
+    """Load a DICOM radiograph (path or pydicom dataset) to a ``(C, H, W)`` float32 MetaTensor in [0, 1].
+
+    Applies the Modality LUT, the VOI LUT and the MONOCHROME1 / INVERSE polarity in the standard order
+    (module docstring). Used for the chest radiographs of Med-UniC's pre-training (Sec. 4).
+
+    Args:
+        frame: ``None`` stacks all frames as channels; an int selects one frame.
+        voi_index: which window / VOI LUT item to apply.
+        voi_fallback: ``"full_range"`` or ``"percentile"`` when no VOI transform is present.
+        percentiles: the percentiles of the ``"percentile"`` fallback.
+        rgb_policy: ``"luminance"`` / ``"mean"`` / ``"error"`` for colour images.
+        prefer_voi_lut: apply a VOI LUT Sequence rather than a window when both are present.
+
+    Raises:
+        DicomReadError, MissingDecoderError, NotAnImageError: bad input, naming the file.
+    """
+
+    def __init__(
+        self,
+        frame: int | None = None,
+        voi_index: int = 0,
+        voi_fallback: str = "full_range",
+        percentiles: Sequence[float] = (0.5, 99.5),
+        rgb_policy: str = "luminance",
+        prefer_voi_lut: bool = True,
+    ) -> None:
+        _check_options(voi_fallback, rgb_policy, percentiles)
+        self.options: dict[str, Any] = dict(
+            frame=frame,
+            voi_index=voi_index,
+            voi_fallback=voi_fallback,
+            percentiles=tuple(percentiles),
+            rgb_policy=rgb_policy,
+            prefer_voi_lut=prefer_voi_lut,
+        )
+
+    def __call__(self, data: str | os.PathLike | Dataset) -> MetaTensor:  # type: ignore[override]
+        if isinstance(data, Dataset):
+            return dicom_to_metatensor(data, **self.options)
+        if not isinstance(data, (str, os.PathLike)):
+            raise ConfigurationError(
+                f"LoadDicomImage expects a file path or a pydicom Dataset, got {type(data).__name__}"
+            )
+        ds = read_dicom(data)
+        return dicom_to_metatensor(ds, filename=data, **self.options)
+
+
+class LoadDicomImaged(MapTransform):
+    """Dictionary form of :class:`LoadDicomImage`: replaces each key's path (or dataset) with the image.
+
+    Args:
+        keys: keys holding DICOM paths or datasets.
+        allow_missing_keys: don't raise when a key is absent.
+        options: the keyword arguments of :class:`LoadDicomImage`.
+    """
+
+    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False, **options: Any) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.loader = LoadDicomImage(**options)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:  # type: ignore[override]
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.loader(d[key])
+        return d
