@@ -1,0 +1,185 @@
+#!/usr/bin/env python
+"""cxr_findings: a MONAI Deploy application that reads a chest X-ray DICOM study and writes zero-shot
+finding scores (Med-UniC, English or Spanish prompts) as a DICOM Comprehensive 3D SR plus a JSON file.
+
+Research use only: the output is not a diagnosis.
+
+Run::
+
+    python apps/cxr_findings/app.py -i INPUT_DIR -o OUTPUT_DIR -m MODEL_DIR [-L es]
+
+or with the SDK's environment variables ``HOLOSCAN_INPUT_PATH``, ``HOLOSCAN_OUTPUT_PATH`` and
+``HOLOSCAN_MODEL_PATH`` (command-line options win). ``MODEL_DIR`` is a trained
+``cxr_medunic_pretrain`` bundle. The report language is ``--language`` / ``-L`` or the
+``CXR_FINDINGS_LANGUAGE`` environment variable (``en`` by default).
+
+Pipeline (``compose``)::
+
+    ScreenedDICOMDataLoaderOperator (the SDK's DICOMDataLoaderOperator, screening unreadable files)
+      -> DICOMSeriesSelectorOperator (series_selection_rules.json: CR/DX, frontal, ORIGINAL/PRIMARY first)
+      -> CXRPreprocessOperator       (package DICOM transforms: modality/VOI LUT, MONOCHROME1; resize)
+      -> ZeroShotFindingsOperator    (trained bundle, cached prompt embeddings of the language)
+      -> FindingsSRWriterOperator    (<out>/<StudyInstanceUID>/cxr_findings_sr.dcm + cxr_findings.json)
+
+Exit codes: 0 when SRs were written, and also (with a message, no SR) when no series is eligible;
+1 with a one-line error for bad input (empty input folder, no DICOM study, model path that is not
+a trained bundle, bad language).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+APP_NAME = "cxr_findings"
+APP_DIR = Path(__file__).resolve().parent
+RULES_FILE = APP_DIR / "series_selection_rules.json"
+LANGUAGE_ENV = "CXR_FINDINGS_LANGUAGE"
+LOG_FILE_NAME = "cxr_findings.log"
+
+
+def split_language(argv: Sequence[str]) -> tuple[str, list[str]]:
+    """Take ``--language X`` / ``-L X`` / ``--language=X`` out of ``argv`` (the SDK's parser rejects unknown options)."""
+    language = os.environ.get(LANGUAGE_ENV, "en")
+    rest: list[str] = []
+    it = iter(argv)
+    for arg in it:
+        if arg in ("--language", "-L"):
+            language = next(it, "")
+        elif arg.startswith("--language="):
+            language = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+    return language.strip().lower(), rest
+
+
+def _check_input_folder(path: Path) -> None:
+    from monai_medunic.errors import DataError
+
+    if not path.exists():
+        raise DataError("input folder does not exist", path=path)
+    if not path.is_dir():
+        raise DataError("input must be a folder of DICOM files", path=path)
+    if not any(p.is_file() for p in path.rglob("*")):
+        raise DataError("input folder is empty: no DICOM files to read", path=path)
+
+
+def _add_log_file(output: Path) -> None:
+    output.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(output / LOG_FILE_NAME, mode="w", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("[%(asctime)s] [%(levelname)s] (%(name)s) - %(message)s"))
+    logging.getLogger().addHandler(handler)
+
+
+def build_app_class():
+    """The Application class (imported lazily: importing the SDK takes seconds)."""
+    from monai.deploy.conditions import CountCondition
+    from monai.deploy.core import Application
+    from monai.deploy.operators.dicom_series_selector_operator import DICOMSeriesSelectorOperator
+
+    from monai_medunic.deploy import (
+        CXRPreprocessOperator,
+        FindingsSRWriterOperator,
+        ScreenedDICOMDataLoaderOperator,
+        ZeroShotFindingsOperator,
+    )
+    from monai_medunic.pretrained import load_pretrained_bundle
+    from monai_medunic.text.prompts import supported_languages
+
+    class CXRFindingsApp(Application):
+        """DICOM chest X-ray study -> zero-shot findings as DICOM Comprehensive 3D SR (en/es) + JSON."""
+
+        def __init__(self, *args, language: str = "en", **kwargs) -> None:
+            self.language = language
+            self.loader_op = None
+            self.preprocess_op = None
+            self.writer_op = None
+            self.output_path: Path | None = None
+            super().__init__(*args, **kwargs)
+
+        def compose(self) -> None:
+            from monai_medunic.errors import ConfigurationError
+
+            app_context = Application.init_app_context(self.argv)
+            input_path = Path(app_context.input_path).absolute()
+            output_path = Path(app_context.output_path).absolute()
+            model_path = Path(app_context.model_path).absolute()
+            self.output_path = output_path
+            _add_log_file(output_path)
+            if self.language not in supported_languages():
+                raise ConfigurationError(
+                    f"report language must be one of {supported_languages()}, got '{self.language}'"
+                )
+            _check_input_folder(input_path)
+            bundle = load_pretrained_bundle(model_path)
+            logging.getLogger(APP_NAME).info(
+                "model %s %s, %d findings, language %s",
+                bundle.name,
+                bundle.version,
+                len(bundle.findings),
+                self.language,
+            )
+
+            self.loader_op = ScreenedDICOMDataLoaderOperator(
+                self, CountCondition(self, 1), input_folder=input_path, name="study_loader_op"
+            )
+            selector_op = DICOMSeriesSelectorOperator(
+                self, rules=RULES_FILE.read_text(encoding="utf-8"), all_matched=True, name="series_selector_op"
+            )
+            self.preprocess_op = CXRPreprocessOperator(self, image_size=bundle.image_size, name="cxr_preprocess_op")
+            findings_op = ZeroShotFindingsOperator(
+                self, bundle=bundle, language=self.language, name="zero_shot_findings_op"
+            )
+            self.writer_op = FindingsSRWriterOperator(self, output_folder=output_path, name="findings_sr_writer_op")
+
+            self.add_flow(self.loader_op, selector_op, {("dicom_study_list", "dicom_study_list")})
+            self.add_flow(
+                selector_op, self.preprocess_op, {("study_selected_series_list", "study_selected_series_list")}
+            )
+            self.add_flow(self.preprocess_op, findings_op, {("images", "images")})
+            self.add_flow(findings_op, self.writer_op, {("findings", "findings")})
+
+    return CXRFindingsApp
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the app; returns the process exit code (see the module docstring)."""
+    argv = list(sys.argv if argv is None else argv)
+    language, sdk_argv = split_language(argv[1:])
+
+    from monai.deploy.exceptions import ItemNotExistsError
+
+    from monai_medunic.errors import DataError, MedUniCError
+
+    app_class = build_app_class()
+    app = app_class([sys.executable, argv[0], *sdk_argv], language=language)
+    try:
+        app.run()
+    except MedUniCError as err:
+        print(f"{APP_NAME}: error: {err}", file=sys.stderr)
+        return 1
+    except ItemNotExistsError:
+        loader_input = getattr(app.loader_op, "input_path", "the input folder")
+        err = DataError("no DICOM study could be read (no readable DICOM file)", path=loader_input)
+        print(f"{APP_NAME}: error: {err}", file=sys.stderr)
+        return 1
+    written = list(app.writer_op.written) if app.writer_op is not None else []
+    skipped = len(app.loader_op.skipped) if app.loader_op is not None else 0
+    if not written:
+        print(
+            f"{APP_NAME}: no eligible series (frontal CR/DX chest radiograph) in the input; no SR written"
+            + (f" ({skipped} unreadable file(s) skipped)" if skipped else "")
+        )
+        return 0
+    print(
+        f"{APP_NAME}: wrote {len(written)} SR(s) under {app.output_path}"
+        + (f"; {skipped} unreadable file(s) skipped" if skipped else "")
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
