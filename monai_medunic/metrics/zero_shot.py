@@ -6,6 +6,11 @@ image is positive for a finding when its cosine similarity to the positive promp
 negative prompt. The score used for AUC is ``sigmoid((s_pos - s_neg) / tau)``, the two-way softmax
 over the prompt pair, so the cost per image is the image encoder's forward pass plus one matrix
 product with the cached ``(2F, d)`` prompt matrix.
+
+:func:`evaluate_zero_shot` produces the paper's table layout (Tab. 1: CXP500 (En) / (Sp), PDC (En) /
+(Sp)): for every prompt language, the macro AUC and F1 over findings on every data-language
+community and on all images, plus the decisions that the cross-lingual prompt agreement of
+:mod:`monai_medunic.metrics.language_gap` compares.
 """
 
 from __future__ import annotations
@@ -27,8 +32,13 @@ __all__ = [
     "ZeroShotClassifier",
     "ZeroShotPrediction",
     "ZeroShotAUC",
+    "ZeroShotF1",
+    "ZeroShotEvaluation",
     "multilabel_auc",
     "multilabel_f1",
+    "zero_shot_scores",
+    "zero_shot_table",
+    "evaluate_zero_shot",
 ]
 
 logger = logging.getLogger(__name__)
@@ -199,9 +209,12 @@ class ZeroShotAUC(Metric):
         self._emb.append(emb.detach().float().cpu())
         self._labels.append(torch.as_tensor(labels).detach().float().cpu())
 
+    def _value(self, labels: torch.Tensor, prediction: ZeroShotPrediction) -> float | None:
+        return multilabel_auc(labels, prediction.probs, self.classifier.findings)["macro"]
+
     def compute(self) -> float:
         if not self._emb:
-            raise MetricInputError("ZeroShotAUC: no samples were evaluated")
+            raise MetricInputError(f"{type(self).__name__}: no samples were evaluated")
         emb = torch.cat(self._emb)
         labels = torch.cat(self._labels)
         if idist.get_world_size() > 1:  # every rank scored its shard of the validation set
@@ -209,7 +222,99 @@ class ZeroShotAUC(Metric):
         languages = self.classifier.languages if self.language is None else [self.language]
         values = []
         for lang in languages:
-            probs = self.classifier.classify_embeddings(emb, lang).probs
-            macro = multilabel_auc(labels, probs, self.classifier.findings)["macro"]
-            values.append(math.nan if macro is None else macro)
+            value = self._value(labels, self.classifier.classify_embeddings(emb, lang))
+            values.append(math.nan if value is None else value)
         return float(np.mean(values))
+
+
+class ZeroShotF1(ZeroShotAUC):
+    """Ignite metric: zero-shot macro F1 of the decisions ``s_pos > s_neg``; same inputs as :class:`ZeroShotAUC`."""
+
+    def _value(self, labels: torch.Tensor, prediction: ZeroShotPrediction) -> float | None:
+        return multilabel_f1(labels, prediction.positive, self.classifier.findings)["macro"]
+
+
+@dataclass
+class ZeroShotEvaluation:
+    """Result of :func:`evaluate_zero_shot`.
+
+    ``table[prompt_lang][data_lang or "all"]`` holds ``macro_auc`` (``None`` when undefined),
+    ``macro_f1``, ``per_finding_auc``, ``per_finding_f1``, ``undefined_auc`` and ``n``;
+    ``probs`` / ``decisions`` hold the ``(N, F)`` scores and decisions per prompt language.
+    """
+
+    table: dict
+    probs: dict
+    decisions: dict
+
+
+def zero_shot_scores(labels, probs, decisions, findings: Sequence[str]) -> dict:
+    """One cell of the zero-shot table: macro / per-finding AUC and F1 of ``(N, F)`` arrays."""
+    auc = multilabel_auc(labels, probs, findings)
+    f1 = multilabel_f1(labels, decisions, findings)
+    return {
+        "macro_auc": auc["macro"],
+        "macro_f1": f1["macro"],
+        "per_finding_auc": auc["per_finding"],
+        "per_finding_f1": f1["per_finding"],
+        "undefined_auc": auc["undefined"],
+        "n": int(_as_2d("labels", labels).shape[0]),
+    }
+
+
+def zero_shot_table(
+    probs: Mapping[str, torch.Tensor | np.ndarray],
+    decisions: Mapping[str, torch.Tensor | np.ndarray],
+    labels,
+    data_languages: Sequence[str],
+    findings: Sequence[str],
+) -> dict:
+    """The prompt-language x data-language table from precomputed scores and decisions.
+
+    Args:
+        probs, decisions: ``{prompt_lang: (N, F)}``.
+        labels: ``(N, F)`` binary labels.
+        data_languages: the report language (data community) of each of the ``N`` images.
+        findings: the ``F`` finding names.
+    """
+    y = _as_2d("labels", labels)
+    langs = [str(x) for x in data_languages]
+    if len(langs) != y.shape[0]:
+        raise MetricInputError(f"data_languages has {len(langs)} entries for {y.shape[0]} labelled images")
+    table: dict[str, dict] = {}
+    for plang in probs:
+        p, d = _as_2d("scores", probs[plang]), _as_2d("decisions", decisions[plang])
+        row: dict[str, dict] = {}
+        for dlang in sorted(set(langs)):
+            idx = [i for i, x in enumerate(langs) if x == dlang]
+            row[dlang] = zero_shot_scores(y[idx], p[idx], d[idx], findings)
+        row["all"] = zero_shot_scores(y, p, d, findings)
+        table[plang] = row
+    return table
+
+
+def evaluate_zero_shot(
+    classifier: ZeroShotClassifier,
+    image_emb: torch.Tensor,
+    labels,
+    data_languages: Sequence[str],
+    prompt_languages: Sequence[str] | None = None,
+) -> ZeroShotEvaluation:
+    """Zero-shot AUC / F1 per prompt language x data-language community (Med-UniC Tab. 1 layout).
+
+    Args:
+        classifier: the zero-shot classifier (its cached prompt embeddings are used).
+        image_emb: ``(N, d)`` L2-normalised image embeddings (encode every image once).
+        labels: ``(N, F)`` binary labels in the classifier's finding order.
+        data_languages: report language of each image's study.
+        prompt_languages: defaults to the classifier's languages.
+    """
+    y = _as_2d("labels", labels)
+    if y.shape[1] != len(classifier.findings):
+        raise MetricInputError(f"labels have {y.shape[1]} columns for {len(classifier.findings)} findings {classifier.findings}")
+    probs, decisions = {}, {}
+    for lang in prompt_languages or classifier.languages:
+        pred = classifier.classify_embeddings(image_emb, lang)
+        probs[lang], decisions[lang] = pred.probs.cpu(), pred.positive.cpu()
+    table = zero_shot_table(probs, decisions, y, data_languages, classifier.findings)
+    return ZeroShotEvaluation(table=table, probs=probs, decisions=decisions)
