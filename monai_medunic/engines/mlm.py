@@ -516,9 +516,9 @@ def ddp_wrap(module: nn.Module, device: torch.device) -> nn.Module:
     return torch.nn.parallel.DistributedDataParallel(module, device_ids=ids, output_device=ids[0] if ids else None)
 
 
-def handlers_for_rank(handlers: Sequence[Any], rank0_handlers: Sequence[Any] = ()) -> list[Any]:
-    """``handlers`` on every rank plus ``rank0_handlers`` (logging, checkpoints, export) on rank 0 only."""
-    return list(handlers) + (list(rank0_handlers) if get_rank() == 0 else [])
+def handlers_for_rank(handlers: Sequence[Any], rank0_from: int) -> list[Any]:
+    """All ``handlers`` on rank 0; on other ranks only ``handlers[:rank0_from]`` (not logging, checkpoints, export)."""
+    return list(handlers) if get_rank() == 0 else list(handlers)[:rank0_from]
 
 
 def destroy_distributed() -> None:
