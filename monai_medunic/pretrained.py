@@ -34,6 +34,9 @@ __all__ = [
     "load_pretrained_bundle",
     "export_pretrained_bundle",
     "build_pretrained_network",
+    "read_inference_settings",
+    "inference_preprocessing",
+    "zero_shot_classifier",
     "save_model_weights",
     "MODEL_FILE",
     "TEXT_DIR",
@@ -92,6 +95,41 @@ def _read_settings(root: Path) -> dict:
         return json.loads(settings_file.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ModelLoadError(f"{settings_file}: not valid JSON: {err}") from err
+
+
+def read_inference_settings(bundle_root: str | os.PathLike) -> dict:
+    """The ``models/inference_settings.json`` of a trained bundle (network arguments, image size, findings, ...)."""
+    return _read_settings(Path(bundle_root))
+
+
+def inference_preprocessing(bundle_root: str | os.PathLike, keys: Sequence[str] | str = "image", **load_options: Any):
+    """DICOM loading (modality LUT, VOI LUT, MONOCHROME1) and the resize to the trained image size: the
+    exact pixels the bundle was validated on. ``load_options`` go to :class:`~monai_medunic.transforms.LoadDicomImaged`."""
+    from monai.transforms import Compose
+
+    from monai_medunic.transforms import LoadDicomImaged
+    from monai_medunic.transforms.pipelines import model_input_transformd
+
+    size = int(read_inference_settings(bundle_root)["image_size"])
+    return Compose([LoadDicomImaged(keys, **load_options), model_input_transformd(keys, size)])
+
+
+def zero_shot_classifier(bundle_root: str | os.PathLike, model: torch.nn.Module, languages: Sequence[str] | None = None):
+    """A :class:`~monai_medunic.metrics.zero_shot.ZeroShotClassifier` over the bundle's findings and
+    tokenizer, for ``model`` (the bundle's network)."""
+    from transformers import AutoTokenizer
+
+    from monai_medunic.metrics.zero_shot import ZeroShotClassifier
+
+    settings = read_inference_settings(bundle_root)
+    tokenizer = AutoTokenizer.from_pretrained(str(Path(bundle_root) / TEXT_DIR), local_files_only=True)
+    return ZeroShotClassifier(
+        model,
+        tokenizer,
+        settings["findings"],
+        languages=list(languages) if languages else settings["prompt_languages"],
+        max_length=int(settings["max_length"]),
+    )
 
 
 def build_pretrained_network(bundle_root: str | os.PathLike) -> torch.nn.Module:

@@ -14,7 +14,7 @@ from monai_medunic.networks.image import CXRImageEncoder
 from monai_medunic.networks.projection import ProjectionHead
 from monai_medunic.networks.text import HFTextEncoder
 
-__all__ = ["MedUniC"]
+__all__ = ["MedUniC", "ImageEmbedder"]
 
 
 class MedUniC(nn.Module):
@@ -149,3 +149,16 @@ class MedUniC(nn.Module):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         return F.normalize(self.text_projection(self.text_encoder(input_ids, attention_mask)["pooled"]), dim=-1)
+
+
+class ImageEmbedder(nn.Module):
+    """``images -> encode_image(images)``: the image tower of a vision-language model as a plain
+    single-input network (``(B, C, H, W) -> (B, d)`` L2-normalised embeddings), for MONAI inferers and
+    ``python -m monai.bundle verify_net_in_out --net_id image_embedder``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_image(images)
