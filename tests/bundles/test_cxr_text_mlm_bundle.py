@@ -98,3 +98,22 @@ def test_mlm_loss_falls_and_output_loads_then_resumes(tmp_path, base_model):
     assert log2["epochs"][:3] == log["epochs"]
     assert log2["epochs"][3]["mean_loss"] < losses[0]  # did not restart from the random-embedding loss
     assert "checkpoint_epoch=4.pt" in os.listdir(root / "models" / "checkpoints")
+
+
+@pytest.mark.distributed
+def test_multi_gpu_config_runs_ddp_with_gloo_on_cpu(tmp_path, base_model):
+    root = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+           "-m", "monai.bundle", "run",
+           "--config_file", f"['{CONFIGS / 'train.json'}','{CONFIGS / 'multi_gpu_train.json'}']",
+           "--meta_file", str(CONFIGS / "metadata.json"), "--logging_file", str(CONFIGS / "logging.conf"),
+           "--bundle_root", str(root), "--base_model_dir", str(base_model), "--corpus_limit", "32",
+           "--max_length", "32", "--batch_size", "8", "--max_epochs", "1", "--precision", "fp32"]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    log = json.loads((root / "logs" / "mlm_loss.json").read_text())
+    assert log["epochs"][0]["iterations"] == 4  # 64 reports, DistributedSampler over 2 ranks, batch 8
+    assert proc.stdout.count("saved the HF model") + proc.stderr.count("saved the HF model") == 1  # rank 0 only
+    assert AutoModelForMaskedLM.from_pretrained(root / "models" / "hf_model").config.vocab_size == len(
+        AutoTokenizer.from_pretrained(base_model))
