@@ -1,0 +1,522 @@
+"""Dataset manifests: one validated record per image-report pair (JSONL or CSV).
+
+A manifest lists the pairs a vision-language model is pre-trained or evaluated on. Each record holds
+
+* ``image``: one path or a list of paths (DICOM, or any format a later loader reads); relative paths
+  resolve against the manifest's folder;
+* the report: inline ``report`` text, or ``report_sr``, the path of a DICOM SR document whose FINDINGS
+  and IMPRESSION text is read on load (:func:`monai_medunic.transforms.sr.read_report_from_sr`);
+* ``language`` (ISO 639 code with a spaCy tokenizer, e.g. ``en``, ``es``);
+* optional ``labels`` ``{finding: 0 or 1}`` (for evaluation), ``split`` (``train`` / ``val`` /
+  ``test``), ``study_uid``, ``view`` (``frontal`` / ``lateral`` / ``unknown``) and ``translations``
+  ``{language: text}`` (the same report in other languages, for cross-lingual evaluations).
+
+JSONL: one JSON object per line with those keys (blank lines are ignored). CSV: columns ``image``
+(several paths joined by ``|``), ``report``, ``report_sr``, ``language``, ``split``, ``study_uid``,
+``view``, one ``label:<Finding>`` column per finding (``0``, ``1`` or empty) and ``translation:<lang>``
+columns.
+
+Validation on load. A bad record raises :class:`monai_medunic.errors.ManifestError` naming the file,
+the line and the field (``on_error="raise"``), or is skipped with the reason logged and counted
+(``on_error="skip"``). Records are then filtered, always with a counted reason:
+
+* ``short_report``: fewer than ``min_report_tokens`` whitespace tokens (Med-UniC Sec. 4 drops reports
+  of fewer than three tokens);
+* ``lateral_view``: with ``frontal_only`` (Med-UniC Sec. 4 pre-trains on frontal views only); a record
+  without a ``view`` is classified from its first image's DICOM header
+  (:func:`monai_medunic.transforms.views.classify_view`);
+* ``unknown_view``: with ``frontal_only`` and ``keep_unknown_views=False``;
+* ``other_split``: when a ``split`` is requested.
+
+:class:`ManifestSummary` holds the counts and is logged; no record is dropped silently. Report text
+is never logged.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from monai_medunic.errors import ConfigurationError, DataError, ManifestError
+
+__all__ = [
+    "SPLITS",
+    "ManifestRecord",
+    "ManifestSummary",
+    "ManifestLoadResult",
+    "load_manifest",
+    "write_manifest",
+    "records_to_data_dicts",
+    "count_report_tokens",
+]
+
+logger = logging.getLogger(__name__)
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+_SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+_VIEWS = ("frontal", "lateral", "unknown")
+_NON_DICOM_EXT = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".nii", ".nii.gz", ".npy", ".npz")
+
+
+def count_report_tokens(text: str) -> int:
+    """Whitespace tokens, as Med-UniC's three-token report filter counts them."""
+    return len(text.split())
+
+
+@dataclass
+class ManifestRecord:
+    """One image-report pair.
+
+    Attributes:
+        image_paths: absolute image paths (relative ones were resolved against the manifest's folder).
+        report: the report text (read from ``report_sr`` when the manifest gives no inline text).
+        language: ISO 639 code of ``report``.
+        labels: ``{finding: 0 or 1}``, or ``None`` when the record has no labels.
+        split: ``"train"``, ``"val"``, ``"test"`` or ``None``.
+        study_uid: the study's identifier (a DICOM Study Instance UID for DICOM data).
+        view: ``"frontal"``, ``"lateral"``, ``"unknown"`` or ``None`` (not determined).
+        report_sr: the SR document the report came from, if any.
+        translations: the report in other languages, ``{language: text}``.
+        line: the record's 1-based line in the manifest (CSV: counting the header as line 1).
+    """
+
+    image_paths: list[str]
+    report: str
+    language: str
+    labels: dict[str, int] | None = None
+    split: str | None = None
+    study_uid: str | None = None
+    view: str | None = None
+    report_sr: str | None = None
+    translations: dict[str, str] = field(default_factory=dict)
+    line: int | None = None
+
+    def to_json_dict(self, root: str | os.PathLike | None = None) -> dict[str, Any]:
+        """The record as a JSONL object; paths below ``root`` are written relative to it."""
+
+        def rel(p: str) -> str:
+            if root is None:
+                return p
+            r = os.path.relpath(p, os.fspath(root))
+            return p if r.startswith("..") else r.replace(os.sep, "/")
+
+        images = [rel(p) for p in self.image_paths]
+        out: dict[str, Any] = {"image": images[0] if len(images) == 1 else images}
+        if self.report_sr is not None:
+            out["report_sr"] = rel(self.report_sr)
+        else:
+            out["report"] = self.report
+        out["language"] = self.language
+        out["labels"] = self.labels
+        out["split"] = self.split
+        if self.study_uid is not None:
+            out["study_uid"] = self.study_uid
+        if self.view is not None:
+            out["view"] = self.view
+        if self.translations:
+            out["translations"] = dict(self.translations)
+        return out
+
+
+@dataclass
+class ManifestSummary:
+    """What :func:`load_manifest` read, kept and dropped (by reason)."""
+
+    path: str
+    total: int = 0
+    kept: int = 0
+    dropped: Counter = field(default_factory=Counter)
+    kept_by_split: Counter = field(default_factory=Counter)
+    kept_by_language: Counter = field(default_factory=Counter)
+    reports_from_sr: int = 0
+
+    @property
+    def num_dropped(self) -> int:
+        return int(sum(self.dropped.values()))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "total": self.total,
+            "kept": self.kept,
+            "dropped": dict(sorted(self.dropped.items())),
+            "kept_by_split": dict(sorted(self.kept_by_split.items(), key=lambda kv: str(kv[0]))),
+            "kept_by_language": dict(sorted(self.kept_by_language.items())),
+            "reports_from_sr": self.reports_from_sr,
+        }
+
+    def __str__(self) -> str:
+        dropped = ", ".join(f"{k}={v}" for k, v in sorted(self.dropped.items())) or "none"
+        return f"manifest {self.path}: kept {self.kept} of {self.total} records; dropped: {dropped}"
+
+
+@dataclass
+class ManifestLoadResult:
+    """The kept records and the summary."""
+
+    records: list[ManifestRecord]
+    summary: ManifestSummary
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __iter__(self) -> Iterator[ManifestRecord]:
+        return iter(self.records)
+
+
+class _Invalid(Exception):
+    def __init__(self, field_name: str | None, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.field_name = field_name
+        self.reason = reason
+        self.message = message
+
+
+def _resolve(root: str, p: str) -> str:
+    p = os.path.expanduser(p)
+    return os.path.normpath(p if os.path.isabs(p) else os.path.join(root, p))
+
+
+def _parse_labels(value: Any) -> dict[str, int] | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise _Invalid("labels", "invalid_labels", f"labels must be an object {{finding: 0/1}}, got {type(value).__name__}")
+    out: dict[str, int] = {}
+    for k, v in value.items():
+        if not isinstance(k, str) or not k.strip():
+            raise _Invalid("labels", "invalid_labels", "label names must be non-empty strings")
+        if isinstance(v, bool):
+            iv = int(v)
+        elif isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v)) and float(v) in (0.0, 1.0):
+            iv = int(v)
+        elif isinstance(v, str) and v.strip() in ("0", "1", "0.0", "1.0"):
+            iv = int(float(v))
+        else:
+            raise _Invalid("labels", "invalid_labels", f"label '{k}' must be 0 or 1, got {v!r}")
+        out[k] = iv
+    return out
+
+
+def _validate(
+    raw: Mapping[str, Any], root: str, check_files: bool, read_sr: bool, line: int
+) -> ManifestRecord:
+    from monai_medunic.text.languages import validate_language_code
+
+    image = raw.get("image")
+    images = [image] if isinstance(image, str) else image
+    if not isinstance(images, list) or not images or not all(isinstance(p, str) and p.strip() for p in images):
+        raise _Invalid("image", "invalid_image", "'image' must be a non-empty path or a non-empty list of paths")
+    paths = [_resolve(root, p.strip()) for p in images]
+    if check_files:
+        for p in paths:
+            if not os.path.isfile(p):
+                raise _Invalid("image", "missing_image_file", f"image file does not exist: {p}")
+    report = raw.get("report")
+    report_sr = raw.get("report_sr")
+    sr_path = None
+    if report_sr not in (None, ""):
+        if not isinstance(report_sr, str):
+            raise _Invalid("report_sr", "invalid_report_sr", "'report_sr' must be a path")
+        sr_path = _resolve(root, report_sr)
+    if report is not None and not isinstance(report, str):
+        raise _Invalid("report", "invalid_report", f"'report' must be a string, got {type(report).__name__}")
+    sr_language = None
+    if not (report or "").strip():
+        if sr_path is None:
+            raise _Invalid("report", "missing_report", "record has neither 'report' text nor 'report_sr'")
+        if not read_sr:
+            report = ""
+        else:
+            from monai_medunic.transforms.sr import read_report_from_sr
+
+            try:
+                sr = read_report_from_sr(sr_path)
+            except DataError as err:
+                raise _Invalid("report_sr", "unreadable_report_sr", f"cannot read the report SR: {err}") from None
+            report, sr_language = sr.text, sr.language
+    language = raw.get("language") or sr_language
+    try:
+        language = validate_language_code(language, what="language")
+    except ConfigurationError as err:
+        raise _Invalid("language", "invalid_language", str(err)) from None
+    labels = _parse_labels(raw.get("labels"))
+    split = raw.get("split")
+    if split in (None, ""):
+        split = None
+    elif not isinstance(split, str) or split.strip().lower() not in _SPLIT_ALIASES:
+        raise _Invalid("split", "invalid_split", f"split must be one of {SPLITS} or empty, got {split!r}")
+    else:
+        split = _SPLIT_ALIASES[split.strip().lower()]
+    view = raw.get("view")
+    if view in (None, ""):
+        view = None
+    elif not isinstance(view, str) or view.strip().lower() not in _VIEWS:
+        raise _Invalid("view", "invalid_view", f"view must be one of {_VIEWS} or empty, got {view!r}")
+    else:
+        view = view.strip().lower()
+    translations = raw.get("translations") or {}
+    if not isinstance(translations, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in translations.items()
+    ):
+        raise _Invalid("translations", "invalid_translations", "'translations' must be an object {language: text}")
+    study_uid = raw.get("study_uid")
+    return ManifestRecord(
+        image_paths=paths,
+        report=str(report).strip(),
+        language=language,
+        labels=labels,
+        split=split,
+        study_uid=str(study_uid) if study_uid not in (None, "") else None,
+        view=view,
+        report_sr=sr_path,
+        translations=dict(translations),
+        line=line,
+    )
+
+
+def _iter_jsonl(path: str) -> Iterator[tuple[int, Any, str | None]]:
+    with open(path, encoding="utf-8") as fh:
+        for lineno, text in enumerate(fh, start=1):
+            if not text.strip():
+                continue
+            try:
+                yield lineno, json.loads(text), None
+            except json.JSONDecodeError as err:
+                yield lineno, None, f"invalid JSON ({err.msg} at column {err.colno})"
+
+
+def _csv_value(v: str | None) -> str | None:
+    return None if v is None or v.strip() == "" else v.strip()
+
+
+def _iter_csv(path: str) -> Iterator[tuple[int, Any, str | None]]:
+    with open(path, encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh)
+        if reader.fieldnames is None:
+            return
+        if "image" not in reader.fieldnames:
+            raise ManifestError("CSV manifest has no 'image' column", path=path, field="image", line=1)
+        for row in reader:
+            lineno = reader.line_num
+            if None in row:
+                yield lineno, None, "more values than header columns"
+                continue
+            rec: dict[str, Any] = {}
+            labels: dict[str, Any] = {}
+            translations: dict[str, str] = {}
+            for key, value in row.items():
+                v = _csv_value(value)
+                if key.startswith("label:"):
+                    if v is not None:
+                        labels[key[len("label:") :]] = v
+                elif key.startswith("translation:"):
+                    if v is not None:
+                        translations[key[len("translation:") :]] = v
+                elif key == "image":
+                    rec["image"] = [p.strip() for p in v.split("|")] if v else None
+                    if rec["image"] is not None and len(rec["image"]) == 1:
+                        rec["image"] = rec["image"][0]
+                else:
+                    rec[key] = v
+            rec["labels"] = labels or None
+            rec["translations"] = translations
+            yield lineno, rec, None
+
+
+def _manifest_format(path: str) -> str:
+    low = path.lower()
+    if low.endswith(".jsonl") or low.endswith(".ndjson"):
+        return "jsonl"
+    if low.endswith(".csv"):
+        return "csv"
+    raise ManifestError("unknown manifest format; use a .jsonl or .csv file", path=path)
+
+
+def _view_of(record: ManifestRecord) -> str:
+    if record.view is not None:
+        return record.view
+    first = record.image_paths[0]
+    if first.lower().endswith(_NON_DICOM_EXT):
+        return "unknown"
+    from monai_medunic.transforms.views import classify_view
+
+    return classify_view(first)
+
+
+def load_manifest(
+    path: str | os.PathLike,
+    on_error: str = "raise",
+    min_report_tokens: int = 3,
+    frontal_only: bool = True,
+    split: str | None = None,
+    keep_unknown_views: bool = True,
+    check_files: bool = True,
+    read_sr: bool = True,
+) -> ManifestLoadResult:
+    """Read, validate and filter a JSONL or CSV manifest.
+
+    Args:
+        path: the manifest (``.jsonl`` or ``.csv``).
+        on_error: ``"raise"`` (a :class:`ManifestError` naming the file, line and field) or ``"skip"``
+            (log and count the reason, go on).
+        min_report_tokens: drop reports with fewer whitespace tokens (Med-UniC Sec. 4 uses 3).
+        frontal_only: drop lateral views (Med-UniC Sec. 4). A record without ``view`` is classified from
+            its first image's DICOM header.
+        split: keep only this split (``"train"``, ``"val"``, ``"test"``).
+        keep_unknown_views: with ``frontal_only``, keep records whose view cannot be determined.
+        check_files: check that every image file exists.
+        read_sr: read the report text of records that give only ``report_sr``.
+
+    Returns:
+        The kept records and a :class:`ManifestSummary` (also logged).
+
+    Raises:
+        ManifestError: the manifest does not exist, has no record, or (``on_error="raise"``) a record is invalid.
+        ConfigurationError: an invalid argument.
+    """
+    if on_error not in ("raise", "skip"):
+        raise ConfigurationError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    if split is not None and split not in SPLITS:
+        raise ConfigurationError(f"split must be one of {SPLITS} or None, got {split!r}")
+    if min_report_tokens < 0:
+        raise ConfigurationError(f"min_report_tokens must be >= 0, got {min_report_tokens}")
+    p = os.fspath(path)
+    if not os.path.exists(p):
+        raise ManifestError("manifest file does not exist", path=p)
+    if os.path.isdir(p):
+        raise ManifestError("is a directory, expected a .jsonl or .csv manifest", path=p)
+    fmt = _manifest_format(p)
+    root = os.path.dirname(os.path.abspath(p))
+    summary = ManifestSummary(path=p)
+    records: list[ManifestRecord] = []
+    rows = _iter_jsonl(p) if fmt == "jsonl" else _iter_csv(p)
+    try:
+        for lineno, raw, parse_error in rows:
+            summary.total += 1
+            try:
+                if parse_error is not None:
+                    raise _Invalid(None, "invalid_json" if fmt == "jsonl" else "invalid_csv_row", parse_error)
+                if not isinstance(raw, Mapping):
+                    raise _Invalid(None, "invalid_record", f"a record must be a JSON object, got {type(raw).__name__}")
+                record = _validate(raw, root, check_files, read_sr, lineno)
+                if count_report_tokens(record.report) < min_report_tokens:
+                    summary.dropped["short_report"] += 1
+                    continue
+                if frontal_only:
+                    try:
+                        view = _view_of(record)
+                    except DataError as err:
+                        raise _Invalid("image", "unreadable_image", f"cannot read the image header: {err}") from None
+                    if record.view is None:
+                        record.view = view
+                    if view == "lateral":
+                        summary.dropped["lateral_view"] += 1
+                        continue
+                    if view == "unknown" and not keep_unknown_views:
+                        summary.dropped["unknown_view"] += 1
+                        continue
+                if split is not None and record.split != split:
+                    summary.dropped["other_split"] += 1
+                    continue
+            except _Invalid as bad:
+                if on_error == "raise":
+                    raise ManifestError(bad.message, path=p, field=bad.field_name, line=lineno) from None
+                where = f"line {lineno}" + (f", field '{bad.field_name}'" if bad.field_name else "")
+                logger.warning("manifest %s: %s: skipped (%s): %s", p, where, bad.reason, bad.message)
+                summary.dropped[bad.reason] += 1
+                continue
+            records.append(record)
+            summary.kept += 1
+            summary.kept_by_split[record.split or "none"] += 1
+            summary.kept_by_language[record.language] += 1
+            if record.report_sr is not None and not (raw.get("report") or "").strip():
+                summary.reports_from_sr += 1
+    except UnicodeDecodeError as err:
+        raise ManifestError(f"not UTF-8 text ({err.reason} at byte {err.start})", path=p) from None
+    if summary.total == 0:
+        raise ManifestError("manifest has no records", path=p)
+    logger.info("%s", summary)
+    if summary.kept == 0:
+        logger.warning("manifest %s: no record was kept", p)
+    return ManifestLoadResult(records=records, summary=summary)
+
+
+def write_manifest(records: Sequence[ManifestRecord], path: str | os.PathLike) -> str:
+    """Write records as JSONL or CSV (by the suffix); image paths below the manifest's folder become relative."""
+    p = os.fspath(path)
+    fmt = _manifest_format(p)
+    root = os.path.dirname(os.path.abspath(p))
+    os.makedirs(root, exist_ok=True)
+    rows = [r.to_json_dict(root) for r in records]
+    if fmt == "jsonl":
+        with open(p, "w", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        return p
+    label_names: list[str] = []
+    langs: list[str] = []
+    for r in records:
+        label_names += [k for k in (r.labels or {}) if k not in label_names]
+        langs += [k for k in r.translations if k not in langs]
+    columns = ["image", "report", "report_sr", "language", "split", "study_uid", "view"]
+    columns += [f"label:{n}" for n in label_names] + [f"translation:{lang}" for lang in langs]
+    with open(p, "w", encoding="utf-8", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        for r, row in zip(records, rows):
+            image = row["image"]
+            out = {
+                "image": "|".join(image) if isinstance(image, list) else image,
+                "report": row.get("report", ""),
+                "report_sr": row.get("report_sr", ""),
+                "language": r.language,
+                "split": r.split or "",
+                "study_uid": r.study_uid or "",
+                "view": r.view or "",
+            }
+            for n in label_names:
+                out[f"label:{n}"] = "" if r.labels is None or n not in r.labels else r.labels[n]
+            for lang in langs:
+                out[f"translation:{lang}"] = r.translations.get(lang, "")
+            writer.writerow(out)
+    return p
+
+
+def records_to_data_dicts(
+    records: Sequence[ManifestRecord], findings: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
+    """Records -> MONAI-style dicts for :class:`monai.data.Dataset`.
+
+    Each dict has ``"image"`` (a path, or a list for multi-image records), ``"report"``, ``"language"``,
+    ``"split"``, ``"study_uid"``, ``"view"`` and, when ``findings`` is given or any record has labels,
+    ``"labels"``: a list of floats in the order of ``findings`` (default: the label names in first-seen
+    order), ``nan`` where a record has no label for a finding.
+    """
+    if findings is None:
+        names: list[str] = []
+        for r in records:
+            names += [k for k in (r.labels or {}) if k not in names]
+        findings = names or None
+    out: list[dict[str, Any]] = []
+    for r in records:
+        d: dict[str, Any] = {
+            "image": r.image_paths[0] if len(r.image_paths) == 1 else list(r.image_paths),
+            "report": r.report,
+            "language": r.language,
+            "split": r.split,
+            "study_uid": r.study_uid,
+            "view": r.view,
+        }
+        if findings:
+            labels = r.labels or {}
+            d["labels"] = [float(labels[f]) if f in labels else float("nan") for f in findings]
+        out.append(d)
+    return out
