@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
@@ -159,7 +160,9 @@ def read_dicom(path: str | os.PathLike, header_only: bool = False) -> Dataset:
     if os.path.getsize(p) == 0:
         raise DicomReadError("file is empty", path=p)
     try:
-        ds = pydicom.dcmread(p, stop_before_pixels=header_only)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ds = pydicom.dcmread(p, stop_before_pixels=header_only)
     except InvalidDicomError:
         raise DicomReadError(
             "not a DICOM file (no 'DICM' prefix after the 128-byte preamble); "
@@ -168,11 +171,15 @@ def read_dicom(path: str | os.PathLike, header_only: bool = False) -> Dataset:
         ) from None
     except Exception as err:  # EOFError, struct.error, OSError, ValueError from truncated elements
         raise DicomReadError(f"truncated or corrupt DICOM file ({type(err).__name__})", path=p) from None
-    if not header_only:
-        # dcmread reads elements lazily only for deferred reads; a truncated value shows up here.
-        pixel = ds.get("PixelData", None) if "PixelData" in ds else None
-        if pixel is None and "PixelData" in ds:
-            raise DicomReadError("truncated file: PixelData has no value", path=p, field="PixelData")
+    for w in caught:
+        text = str(w.message)
+        if "End of file reached" in text or "truncated" in text.lower():
+            # pydicom stops at the end of a truncated file with a warning and drops the element it was reading
+            raise DicomReadError(
+                "truncated file: the data ends before the last element (usually PixelData) is complete",
+                path=p,
+                field="PixelData",
+            )
     return ds
 
 
