@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -146,20 +146,47 @@ def plot_roc_curves(path: str | os.PathLike, labels, scores: Mapping[str, object
 
 
 _X_KEYS = ("iteration", "step", "epoch")
+_RECORDER_KEYS = {"iterations", "validation"}
+
+
+def _rows_of(run: Sequence[Mapping[str, float]] | Mapping[str, Sequence[Mapping[str, float]]]) -> list:
+    """A run's rows: a list of dicts, or the recorder layout ``{"iterations": [...], "validation": [...]}`` merged."""
+    if isinstance(run, Mapping):
+        rows: list = []
+        for part in run.values():
+            rows += list(part)
+        return rows
+    return list(run)
+
+
+def _x_of(row: Mapping[str, float], i: int) -> tuple[float, str]:
+    for key in ("iteration", "step", "epoch"):
+        if isinstance(row.get(key), (int, float)):
+            return float(row[key]), key
+    return float(i + 1), "entry"
 
 
 def plot_loss_curves(
-    history: Sequence[Mapping[str, float]] | Mapping[str, Sequence[Mapping[str, float]]],
+    history: Sequence[Mapping[str, float]] | Mapping[str, Any],
     path: str | os.PathLike,
     title: str = "training losses",
 ) -> str:
     """Loss curves from per-iteration dicts such as ``{"iteration": 3, "loss": 2.1, "cvl": 1.3, "ctr": 0.4}``.
 
-    Every numeric key other than ``iteration`` / ``step`` / ``epoch`` gets its own panel; the x axis is
-    ``iteration`` (or ``step``, else the position in the list). ``history`` may also map run names to
-    such lists (e.g. ``{"with CTR": [...], "without CTR": [...]}``): the runs are overlaid.
+    Every numeric key other than ``iteration`` / ``step`` / ``epoch`` gets its own panel, plotted against
+    ``iteration`` (else ``step``, else ``epoch``, else the position in the list). Accepted layouts:
+
+    * a list of dicts (one run);
+    * the layout of :class:`~monai_medunic.engines.handlers.LossHistoryRecorder`,
+      ``{"iterations": [...], "validation": [...]}`` (one run; validation metrics against the epoch);
+    * run name -> either of the above (e.g. ``{"with CTR": ..., "without CTR": ...}``): runs are overlaid.
     """
-    runs = dict(history) if isinstance(history, Mapping) else {"": list(history)}
+    if isinstance(history, Mapping) and history and set(history) <= _RECORDER_KEYS:
+        runs = {"": _rows_of(history)}
+    elif isinstance(history, Mapping):
+        runs = {str(k): _rows_of(v) for k, v in history.items()}
+    else:
+        runs = {"": list(history)}
     if not runs or all(len(h) == 0 for h in runs.values()):
         raise MetricInputError("plot_loss_curves: the history is empty")
     keys: list[str] = []
@@ -178,17 +205,19 @@ def plot_loss_curves(
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
     for j, key in enumerate(keys):
         ax = axes[j // cols, j % cols]
+        x_label = "iteration"
         for run, h in runs.items():
-            pts = [
-                (float(row.get("iteration", row.get("step", i + 1))), float(row[key]))
-                for i, row in enumerate(h)
-                if isinstance(row.get(key), (int, float)) and math.isfinite(float(row[key]))
-            ]
+            pts = []
+            for i, row in enumerate(h):
+                v = row.get(key)
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v)):
+                    x, x_label = _x_of(row, i)
+                    pts.append((x, float(v)))
             if pts:
                 xs, ys = zip(*pts)
-                ax.plot(xs, ys, lw=1.2, label=run or None)
+                ax.plot(xs, ys, lw=1.2, marker="o" if len(pts) < 30 else None, ms=3, label=run or None)
         ax.set_title(key, fontsize=9)
-        ax.set_xlabel("iteration", fontsize=8)
+        ax.set_xlabel(x_label, fontsize=8)
         if len(runs) > 1:
             ax.legend(fontsize=7)
     for j in range(len(keys), rows * cols):

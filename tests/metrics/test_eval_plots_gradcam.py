@@ -22,6 +22,9 @@ def test_loss_curves_single_and_overlaid_runs(tmp_path) -> None:
     hist = [{"iteration": i, "loss": 3.0 - 0.1 * i, "cvl": 2.0, "ctr": 0.5, "epoch": 1} for i in range(1, 20)]
     assert _is_png(plot_loss_curves(hist, tmp_path / "a.png"))
     assert _is_png(plot_loss_curves({"with CTR": hist, "without CTR": [{"iteration": 1, "loss": 2.0}]}, tmp_path / "b.png"))
+    recorder = {"iterations": hist, "validation": [{"epoch": 1, "zero_shot_auc": 0.6}, {"epoch": 2, "zero_shot_auc": 0.7}]}
+    assert _is_png(plot_loss_curves(recorder, tmp_path / "rec.png"))
+    assert _is_png(plot_loss_curves({"with CTR": recorder, "without CTR": recorder}, tmp_path / "rec2.png"))
     with pytest.raises(MetricInputError, match="empty"):
         plot_loss_curves([], tmp_path / "c.png")
     with pytest.raises(MetricInputError, match="numeric"):

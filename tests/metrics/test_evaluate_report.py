@@ -162,3 +162,18 @@ def test_ablation_table_side_by_side(report, tmp_path) -> None:
     assert json.loads((tmp_path / "ctr_ablation.json").read_text()) == table
     with pytest.raises(MetricInputError):
         ablation_table({})
+
+
+def test_evaluate_bundle_from_a_bundle_config(tiny_bundle, demo, tmp_path) -> None:
+    """A bundle's evaluate.json reaches evaluate_bundle through a plain `_target_` with plain arguments."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser({
+        "bundle_root": str(tiny_bundle),
+        "manifest": str(demo),
+        "evaluate": {"_target_": "monai_medunic.metrics.report.evaluate_bundle", "bundle_dir": "@bundle_root",
+                     "manifest": "@manifest", "out_dir": str(tmp_path / "cfg"), "split": "all", "plots": False,
+                     "gradcam": False, "print_summary": False},
+    })
+    rep = parser.get_parsed_content("evaluate")
+    assert rep["data"]["n_images"] > 0 and (tmp_path / "cfg" / "report.md").is_file()
