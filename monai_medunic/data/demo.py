@@ -200,6 +200,8 @@ def render_chest_phantom(
     u = ((U - dx) * ct + (V - dy) * st) / sx
     v = (-(U - dx) * st + (V - dy) * ct) / sy
     edge = 0.012
+    # findings draw from their own stream, so the anatomy and exposure of a study do not depend on them
+    frng = np.random.default_rng(int(rng.integers(0, 2**62)))
     tex = _smooth_noise(rng, size, 28)
     tex2 = _smooth_noise(rng, size, 12)
     if view == "lateral":
@@ -281,16 +283,16 @@ def render_chest_phantom(
         a = case.attrs["Consolidation"]
         L = lungs[a["side"]]
         zy = {"upper": -0.5, "middle": 0.0, "lower": 0.45}[a["zone"]] * L["ry"] + L["cy"]
-        ccx = L["cx"] + L["sign"] * float(rng.uniform(-0.05, 0.1))
+        ccx = L["cx"] + L["sign"] * float(frng.uniform(-0.05, 0.1))
         blob = np.exp(-(((u - ccx) / 0.16) ** 2 + ((v - zy) / 0.15) ** 2) / 2.0)
-        patch = _soft(_smooth_noise(rng, u.shape[0], 14) + 0.3, 0.25)
+        patch = _soft(_smooth_noise(frng, u.shape[0], 14) + 0.3, 0.25)
         D = D + 0.3 * L["mask"] * (1.0 - rim) * blob * patch
     if case.labels.get("Nodule"):
         a = case.attrs["Nodule"]
         L = lungs[a["side"]]
         for k in range(int(a["count"])):
             for _ in range(50):
-                rr, ang = float(rng.uniform(0.1, 0.7)), float(rng.uniform(0, 2 * np.pi))
+                rr, ang = float(frng.uniform(0.1, 0.7)), float(frng.uniform(0, 2 * np.pi))
                 ncx, ncy = L["cx"] + rr * L["rx"] * np.cos(ang), L["cy"] + rr * L["ry"] * np.sin(ang) * 0.8
                 if ncy < L["dome0"] - 0.1 and not (abs(ncx - hx) < hrx and ncy > hy - hry):
                     break
@@ -611,7 +613,8 @@ def _image_dataset(
     ds.LossyImageCompression = "00"
     ds.PixelData = stored.tobytes()
     if storage.jpeg2000:
-        ds.compress(JPEG2000Lossless, stored, encoding_plugin="pylibjpeg")
+        # lossless: the same instance, so keep the SOP Instance UID (pydicom would make a new one)
+        ds.compress(JPEG2000Lossless, stored, encoding_plugin="pylibjpeg", generate_instance_uid=False)
     return ds
 
 
@@ -626,6 +629,9 @@ def _fixed_times(ds: Dataset, study_date: str) -> None:
     ):
         if kw in ds:
             setattr(ds, kw, value)
+    for item in ds.get("ContributingEquipmentSequence", []):
+        if "ContributionDateTime" in item:
+            item.ContributionDateTime = f"{study_date}130000"
 
 
 class _QuietLoggers:
@@ -936,7 +942,9 @@ def generate_demo_dataset(
     )
     info.seconds = round(time.perf_counter() - start, 3)
     with open(os.path.join(out, "demo_info.json"), "w", encoding="utf-8") as fh:
-        json.dump({k: v for k, v in info.to_json().items() if k != "seconds"}, fh, indent=2, ensure_ascii=False)
+        saved = {k: v for k, v in info.to_json().items() if k not in ("seconds", "out_dir")}
+        saved["manifest_path"] = os.path.basename(manifest_path)  # relative: the folder can move
+        json.dump(saved, fh, indent=2, ensure_ascii=False)
     logger.info(
         "demo dataset: %d studies, %d images (%d lateral), %d SR reports, %d JPEG 2000, %d MONOCHROME1 in %.1f s -> %s",
         info.num_studies,
