@@ -67,6 +67,37 @@ def _check_input_folder(path: Path) -> None:
         raise DataError("input folder is empty: no DICOM files to read", path=path)
 
 
+def _check_model_path(path: Path) -> None:
+    """The bundle layout checks of :func:`monai_medunic.pretrained.load_pretrained_bundle`, without loading anything."""
+    from monai_medunic.errors import ModelLoadError
+    from monai_medunic.pretrained import MODEL_FILE, SETTINGS_FILE, TEXT_DIR
+
+    if not path.is_dir():
+        raise ModelLoadError(f"{path}: model path is not a directory (expected a trained MONAI bundle)")
+    for required in ("configs/metadata.json", MODEL_FILE, TEXT_DIR, SETTINGS_FILE):
+        if not (path / required).exists():
+            raise ModelLoadError(f"{path}: not a trained Med-UniC bundle: '{required}' is missing")
+
+
+def precheck_paths(sdk_argv: Sequence[str]) -> None:
+    """Fail in a second, before the SDK and MONAI are imported, on an empty input folder or a non-bundle model path.
+
+    Paths resolve as in the SDK (``monai.deploy.core.AppContext``): ``-i`` / ``-m`` options, else the
+    ``HOLOSCAN_INPUT_PATH`` / ``HOLOSCAN_MODEL_PATH`` variables, else ``input`` / ``models``. The
+    application repeats these checks in ``compose`` (where the SDK has resolved the paths itself).
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--input", "-i")
+    parser.add_argument("--model", "-m")
+    known, _ = parser.parse_known_args(list(sdk_argv))
+    input_path = known.input or os.environ.get("HOLOSCAN_INPUT_PATH") or "input"
+    model_path = known.model or os.environ.get("HOLOSCAN_MODEL_PATH") or "models"
+    _check_input_folder(Path(input_path).absolute())
+    _check_model_path(Path(model_path).absolute())
+
+
 def _add_log_file(output: Path) -> None:
     output.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(output / LOG_FILE_NAME, mode="w", encoding="utf-8")
@@ -86,8 +117,8 @@ def build_app_class():
         ScreenedDICOMDataLoaderOperator,
         ZeroShotFindingsOperator,
     )
+    from monai_medunic.deploy.sr import SR_LANGUAGES
     from monai_medunic.pretrained import load_pretrained_bundle
-    from monai_medunic.text.prompts import supported_languages
 
     class CXRFindingsApp(Application):
         """DICOM chest X-ray study -> zero-shot findings as DICOM Comprehensive 3D SR (en/es) + JSON."""
@@ -109,9 +140,10 @@ def build_app_class():
             model_path = Path(app_context.model_path).absolute()
             self.output_path = output_path
             _add_log_file(output_path)
-            if self.language not in supported_languages():
+            if self.language not in SR_LANGUAGES:
                 raise ConfigurationError(
-                    f"report language must be one of {supported_languages()}, got '{self.language}'"
+                    f"report language (--language / {LANGUAGE_ENV}) must be one of {sorted(SR_LANGUAGES)}, "
+                    f"got '{self.language}'"
                 )
             _check_input_folder(input_path)
             bundle = load_pretrained_bundle(model_path)
@@ -150,9 +182,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv if argv is None else argv)
     language, sdk_argv = split_language(argv[1:])
 
-    from monai.deploy.exceptions import ItemNotExistsError
-
     from monai_medunic.errors import DataError, MedUniCError
+
+    if "-h" not in sdk_argv and "--help" not in sdk_argv:
+        try:
+            precheck_paths(sdk_argv)
+        except MedUniCError as err:
+            print(f"{APP_NAME}: error: {err}", file=sys.stderr)
+            return 1
+
+    from monai.deploy.exceptions import ItemNotExistsError
 
     app_class = build_app_class()
     app = app_class([sys.executable, argv[0], *sdk_argv], language=language)

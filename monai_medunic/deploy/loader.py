@@ -34,6 +34,7 @@ class ScreenedDICOMDataLoaderOperator(DICOMDataLoaderOperator):
         super().__init__(*args, **kwargs)
 
     def _load_data(self, files: List[str]):
+        logger.info("screening %d input file(s)", len(files))
         readable: List[str] = []
         for file in sorted(files):
             try:

@@ -28,10 +28,12 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
 from monai_medunic.deploy import classify_prepared, prepare_study, read_findings_sr
+from monai_medunic.deploy.launch import format_findings, run_cxr_findings_app
 from monai_medunic.deploy.results import RESULT_JSON_NAME, SR_FILE_NAME
 from monai_medunic.metrics.zero_shot import ZeroShotClassifier
 from monai_medunic.pretrained import load_pretrained_bundle
 from monai_medunic.text.prompts import translate_finding
+from monai_medunic.transforms.views import classify_view
 
 REPO = Path(__file__).resolve().parents[2]
 APP = REPO / "apps" / "cxr_findings" / "app.py"
@@ -57,6 +59,7 @@ class AppRun:
     stdout: str
     stderr: str
     seconds: float = 0.0
+    launcher: object = None
 
     @property
     def log(self) -> str:
@@ -117,9 +120,10 @@ def _folder(root: Path, name: str, *files: Path) -> Path:
 
 
 def _demo_studies(root: Path) -> Path:
-    # TEMPORARY until monai_medunic.data.demo lands: two studies made from the real CR
-    for i in range(2):
-        _copy_with_new_uids(RG1, root / "dicom" / f"study{i}" / "image.dcm")
+    """Two held-out demo studies, each with a frontal image, a lateral view and its report as a DICOM SR."""
+    from monai_medunic.data.demo import generate_demo_dataset
+
+    generate_demo_dataset(root, num_studies=2, seed=11, lateral_fraction=1.0, sr_fraction=1.0, jpeg2000_fraction=0.5)
     return root / "dicom"
 
 
@@ -168,6 +172,12 @@ def runs(tiny_bundle, tmp_path_factory) -> dict[str, AppRun]:
     def job(name: str) -> tuple[str, AppRun]:
         kw = dict(jobs[name])
         model = kw.pop("model", tiny_bundle)
+        if name == "demo":  # through the launcher `make demo` uses
+            t0 = time.perf_counter()
+            res = run_cxr_findings_app(inputs[name], root / f"out_{name}", model, language="en", timeout=RUN_TIMEOUT)
+            run = AppRun(inputs[name], root / f"out_{name}", res.returncode, res.stdout, res.stderr)
+            run.seconds, run.launcher = time.perf_counter() - t0, res
+            return name, run
         return name, run_app(inputs[name], root / f"out_{name}", model, **kw)
 
     with ThreadPoolExecutor(max_workers=2) as pool:
@@ -348,21 +358,32 @@ def test_dcmtk_reads_the_sr(runs):
 
 
 @pytest.mark.slow
-def test_one_sr_per_demo_study(runs):
+def test_one_sr_per_demo_study_from_its_frontal_image(runs):
     run = runs["demo"]
     assert run.returncode == 0, run.stderr[-3000:]
-    study_uids = {
-        str(pydicom.dcmread(f, stop_before_pixels=True).StudyInstanceUID)
-        for f in run.input.rglob("*")
-        if f.is_file()
-    }
+    headers = [pydicom.dcmread(f, stop_before_pixels=True) for f in run.input.rglob("*") if f.is_file()]
+    views = {str(h.SOPInstanceUID): classify_view(h) for h in headers if h.Modality in ("CR", "DX")}
+    assert sorted(views.values()) == ["frontal", "frontal", "lateral", "lateral"]
+    assert sum(h.Modality == "SR" for h in headers) == 2  # the demo reports, not eligible
+    study_uids = {str(h.StudyInstanceUID) for h in headers}
     srs = run.srs()
     assert len(study_uids) == 2 and len(srs) == 2
     assert {str(pydicom.dcmread(p).StudyInstanceUID) for p in srs} == study_uids
     for p in srs:
-        assert p.parent.name == str(pydicom.dcmread(p).StudyInstanceUID)
+        sr = pydicom.dcmread(p)
+        assert p.parent.name == str(sr.StudyInstanceUID)
+        ref = sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
+        assert views[str(ref.ReferencedSOPInstanceUID)] == "frontal"
         assert len(read_findings_sr(p)) == 6
-        assert (p.parent / RESULT_JSON_NAME).is_file()
+        assert json.loads((p.parent / RESULT_JSON_NAME).read_text(encoding="utf-8"))["view"] == "frontal"
+    # what `make demo` prints: the launcher's view of the same outputs
+    launched = run.launcher
+    assert launched.srs == srs and len(launched.results) == 2
+    text = format_findings(launched.results)
+    for res in launched.results:
+        assert f"study {res['study_instance_uid']}" in text
+        for f in res["findings"]:
+            assert re.search(rf"{re.escape(f['name'])}\s+{f['probability']:.3f}\s+{'positive' if f['positive'] else 'negative'}", text)
 
 
 # ------------------------------------------------------------------------------------ bad studies
@@ -415,12 +436,15 @@ def test_bad_input_is_a_clear_error_with_nonzero_exit(runs, case, message):
 def test_no_patient_identifiers_in_output_or_logs(runs):
     src = pydicom.dcmread(RG1, stop_before_pixels=True)
     phi = [str(src.PatientName), str(src.PatientID), str(src.PatientName).split("^")[0]]
-    for name in ("cr_en", "cr_es", "j2k_env", "corrupt", "lateral"):
+    demo = [pydicom.dcmread(f, stop_before_pixels=True) for f in runs["demo"].input.rglob("*.dcm")]
+    demo_phi = {str(h.PatientName) for h in demo} | {str(h.PatientID) for h in demo}
+    for name in ("cr_en", "cr_es", "j2k_env", "corrupt", "lateral", "demo"):
         run = runs[name]
+        values = phi + sorted(demo_phi) if name == "demo" else phi
         assert run.log, f"{name}: the app wrote no log"
         text = run.everything_printed
-        for value in phi:
+        for value in values:
             assert value not in text, f"{name}: a patient identifier appears in the app's output"
         for json_file in run.output.rglob(RESULT_JSON_NAME):
-            for value in phi:
+            for value in values:
                 assert value not in json_file.read_text(encoding="utf-8")
