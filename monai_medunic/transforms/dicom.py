@@ -495,7 +495,7 @@ def dicom_to_array(
         shape = str(ds.get("PresentationLUTShape", "") or "").strip().upper()
         invert = photometric == "MONOCHROME1" or shape == "INVERSE"
         if invert:
-            img = np.subtract(np.float32(1.0), img, dtype=np.float32)
+            img = np.subtract(np.float32(1.0), img, out=img) if img.dtype == np.float32 else 1.0 - img  # VOI output is a fresh array
         meta["inverted"] = invert
         meta["presentation_lut_shape"] = shape or None
     spacing, spacing_src = _spacing(ds)
