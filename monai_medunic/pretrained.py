@@ -183,7 +183,25 @@ def export_pretrained_bundle(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     save_model_weights(net, root / MODEL_FILE)
+    _describe_trained_network(root / "configs" / "metadata.json", args)
     return root
+
+
+def _describe_trained_network(meta_file: Path, args: dict) -> None:
+    """Make ``network_data_format`` in ``metadata.json`` state the trained input size and embedding width."""
+    if not meta_file.is_file():
+        return
+    meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    fmt = meta.setdefault("network_data_format", {})
+    image = fmt.setdefault("inputs", {}).setdefault("image", {})
+    image["spatial_shape"] = [int(args["img_size"]), int(args["img_size"])]
+    image["num_channels"] = int(args.get("in_channels", 1))
+    pred = fmt.setdefault("outputs", {}).setdefault("pred", {})
+    pred["num_channels"] = int(args["embed_dim"])
+    pred["spatial_shape"] = [int(args["embed_dim"])]
+    tmp = meta_file.with_name(f".{meta_file.name}.tmp")
+    tmp.write_text(json.dumps(meta, indent=4), encoding="utf-8")
+    os.replace(tmp, meta_file)
 
 
 def load_pretrained_bundle(bundle_dir: str | os.PathLike, device: str | torch.device = "cpu") -> PretrainedBundle:

@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["setup_distributed", "wrap_ddp", "cleanup_distributed", "handlers_for_rank", "get_rank"]
+__all__ = ["setup_distributed", "wrap_ddp", "cleanup_distributed", "handlers_for_rank", "get_rank", "ALL_RANKS_HANDLERS"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,12 @@ def setup_distributed(backend: str | None = None) -> torch.device:
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", 1)) > 1:
         dist.init_process_group(backend=backend or ("nccl" if use_cuda else "gloo"))
+        # Ignite sets up its own view of the process group lazily, with a collective `new_group`, the
+        # first time any handler asks for the rank; do it now on every rank, or a rank-0-only handler
+        # (checkpoints, logging) asking first would wait for the other ranks forever.
+        import ignite.distributed as idist
+
+        idist.sync()
         logger.info("rank %d/%d initialised (%s)", dist.get_rank(), dist.get_world_size(), dist.get_backend())
     if use_cuda:
         torch.cuda.set_device(local_rank)
@@ -58,6 +64,15 @@ def cleanup_distributed() -> None:
         dist.destroy_process_group()
 
 
-def handlers_for_rank(common: Sequence, rank_zero: Sequence = ()) -> list:
-    """All ``common`` handlers, plus ``rank_zero`` ones (logging, checkpoints, export) on rank 0 only."""
-    return list(common) + (list(rank_zero) if get_rank() == 0 else [])
+# handlers that must run on every rank: they change the training state or need every rank's data
+ALL_RANKS_HANDLERS = ("LrScheduleHandler", "ValidationHandler", "ResumeFromLatestCheckpoint", "CheckpointLoader",
+                      "RankWeightsDigest", "EarlyStopHandler")
+
+
+def handlers_for_rank(handlers: Sequence) -> list:
+    """The handlers this rank attaches: all of them on rank 0; on other ranks only those that change the
+    training state or need every rank (:data:`ALL_RANKS_HANDLERS`: schedules, validation, resume), not
+    the ones that log, save or export (which would write the same files from every process)."""
+    if get_rank() == 0:
+        return list(handlers)
+    return [h for h in handlers if type(h).__name__ in ALL_RANKS_HANDLERS]

@@ -27,6 +27,7 @@ __all__ = [
     "LossHistoryRecorder",
     "ExportPretrainedHandler",
     "ZeroShotPredictionWriter",
+    "RankWeightsDigest",
 ]
 
 logger = logging.getLogger(__name__)
@@ -70,6 +71,9 @@ class AtomicCheckpointSaver:
         every_n_epochs: epoch interval (0 disables).
         every_n_iterations: iteration interval (0 disables); lets a killed run resume mid-epoch.
         n_saved: keep this many most recent checkpoints.
+
+    The engine it is attached to is saved too, as ``trainer`` (its epoch and iteration), without the
+    config having to reference the trainer from its own handler list.
     """
 
     def __init__(
@@ -89,7 +93,7 @@ class AtomicCheckpointSaver:
     def attach(self, engine: Engine) -> None:
         os.makedirs(self.save_dir, exist_ok=True)
         checkpoint = Checkpoint(
-            self.save_dict,
+            {**self.save_dict, "trainer": engine},
             DiskSaver(self.save_dir, require_empty=False, atomic=True),
             filename_prefix="",
             n_saved=self.n_saved,
@@ -111,7 +115,8 @@ class AtomicCheckpointSaver:
 class ResumeFromLatestCheckpoint:
     """At start, restore the newest ``checkpoint_<iteration>.pt`` of ``save_dir`` (if any) with MONAI's
     :class:`~monai.handlers.CheckpointLoader` (``torch.load(weights_only=True)``); training then continues
-    from the saved iteration. Logs where it resumed from, or that it starts from scratch."""
+    from the saved iteration (the engine it is attached to is restored as ``trainer``). Logs where it
+    resumed from, or that it starts from scratch."""
 
     def __init__(self, save_dir: str | os.PathLike, load_dict: Mapping[str, Any], enabled: bool = True) -> None:
         self.save_dir = save_dir
@@ -126,7 +131,7 @@ class ResumeFromLatestCheckpoint:
         if path is None:
             logger.info("no checkpoint in %s: training from scratch", self.save_dir)
             return
-        CheckpointLoader(load_path=str(path), load_dict=self.load_dict, map_location="cpu")(engine)
+        CheckpointLoader(load_path=str(path), load_dict={**self.load_dict, "trainer": engine}, map_location="cpu")(engine)
         logger.info("resumed from %s at epoch %d, iteration %d", path.name, engine.state.epoch, engine.state.iteration)
 
 
@@ -247,3 +252,31 @@ class ZeroShotPredictionWriter:
                            + [int(r[x]["positive"]) for x in self.findings])
         os.replace(tmp, self.output_dir / "predictions.csv")
         logger.info("wrote %d zero-shot predictions to %s", len(self.rows), self.output_dir)
+
+
+class RankWeightsDigest:
+    """At completion, write a SHA-256 digest of the network's parameters to ``<output_dir>/weights_rank<r>.sha256``.
+
+    Under DDP every rank must end with identical parameters; comparing the files checks it. Buffers
+    (BatchNorm running statistics) are left out: DDP broadcasts them from rank 0 at the start of each
+    forward pass, after which every rank updates them from its own shard, so they differ by design."""
+
+    def __init__(self, output_dir: str | os.PathLike, network: torch.nn.Module) -> None:
+        self.output_dir = Path(output_dir)
+        self.network = network
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        import hashlib
+
+        from monai_medunic.engines.distributed import get_rank
+
+        net = self.network.module if hasattr(self.network, "module") else self.network
+        h = hashlib.sha256()
+        for name, tensor in sorted(net.named_parameters()):
+            h.update(name.encode())
+            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        (self.output_dir / f"weights_rank{get_rank()}.sha256").write_text(h.hexdigest(), encoding="utf-8")
