@@ -11,7 +11,7 @@ Run::
 or with the SDK's environment variables ``HOLOSCAN_INPUT_PATH``, ``HOLOSCAN_OUTPUT_PATH`` and
 ``HOLOSCAN_MODEL_PATH`` (command-line options win). ``MODEL_DIR`` is a trained
 ``cxr_medunic_pretrain`` bundle. The report language is ``--language`` / ``-L`` or the
-``CXR_FINDINGS_LANGUAGE`` environment variable (``en`` by default).
+``CXR_FINDINGS_LANGUAGE`` (or ``MEDUNIC_LANGUAGE``) environment variable (``en`` by default).
 
 Pipeline (``compose``)::
 
@@ -38,12 +38,13 @@ APP_NAME = "cxr_findings"
 APP_DIR = Path(__file__).resolve().parent
 RULES_FILE = APP_DIR / "series_selection_rules.json"
 LANGUAGE_ENV = "CXR_FINDINGS_LANGUAGE"
+LANGUAGE_ENV_ALIAS = "MEDUNIC_LANGUAGE"  # the project-wide name, accepted too
 LOG_FILE_NAME = "cxr_findings.log"
 
 
 def split_language(argv: Sequence[str]) -> tuple[str, list[str]]:
     """Take ``--language X`` / ``-L X`` / ``--language=X`` out of ``argv`` (the SDK's parser rejects unknown options)."""
-    language = os.environ.get(LANGUAGE_ENV, "en")
+    language = os.environ.get(LANGUAGE_ENV) or os.environ.get(LANGUAGE_ENV_ALIAS) or "en"
     rest: list[str] = []
     it = iter(argv)
     for arg in it:

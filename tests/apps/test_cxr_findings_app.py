@@ -78,7 +78,7 @@ def run_app(
     input_dir: Path, output_dir: Path, model: Path, language: str | None = None, use_env: bool = False
 ) -> AppRun:
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    for var in ("HOLOSCAN_INPUT_PATH", "HOLOSCAN_OUTPUT_PATH", "HOLOSCAN_MODEL_PATH", "CXR_FINDINGS_LANGUAGE"):
+    for var in ("HOLOSCAN_INPUT_PATH", "HOLOSCAN_OUTPUT_PATH", "HOLOSCAN_MODEL_PATH", "CXR_FINDINGS_LANGUAGE", "MEDUNIC_LANGUAGE"):
         env.pop(var, None)
     cmd = [sys.executable, str(APP)]
     if use_env:
