@@ -24,7 +24,7 @@ Findings (:data:`DEMO_FINDINGS`) and how they look, chosen to stay visible at 96
 * Pleural Effusion: a dense basal opacity with a lateral meniscus that blunts the costophrenic angle
   and hides the hemidiaphragm (one side or both);
 * Pneumothorax: a dark apico-lateral rim without lung markings, bounded by a thin pleural line;
-* Nodule: one or two round opacities of 6-8 px diameter at 128 px;
+* Nodule: one or two round opacities of 6-9 px diameter at 128 px;
 * Consolidation: a patchy opacity in one zone of one lung;
 * Edema: bilateral perihilar ("batwing") haze with a few basal septal lines.
 
@@ -138,13 +138,13 @@ def sample_case(
         side = "bilateral" if rng.random() < 0.25 else sides[int(rng.integers(2))]
         attrs["Pleural Effusion"] = {"side": side, "height": float(rng.uniform(0.16, 0.28))}
     if labels["Pneumothorax"]:
-        attrs["Pneumothorax"] = {"side": sides[int(rng.integers(2))], "width": float(rng.uniform(0.28, 0.4))}
+        attrs["Pneumothorax"] = {"side": sides[int(rng.integers(2))], "width": float(rng.uniform(0.32, 0.45))}
     if labels["Nodule"]:
         n = 2 if rng.random() < 0.15 else 1
         attrs["Nodule"] = {
             "side": sides[int(rng.integers(2))],
             "count": n,
-            "radius": float(rng.uniform(0.045, 0.065)),
+            "radius": float(rng.uniform(0.05, 0.07)),
             "size_mm": int(rng.integers(8, 25)),
         }
     if labels["Consolidation"]:
@@ -285,7 +285,7 @@ def render_chest_phantom(
         ccx = L["cx"] + L["sign"] * float(frng.uniform(-0.05, 0.1))
         blob = np.exp(-(((u - ccx) / 0.19) ** 2 + ((v - zy) / 0.17) ** 2) / 2.0)
         patch = _soft(_smooth_noise(frng, u.shape[0], 14) + 0.5, 0.25)
-        D = D + 0.34 * L["mask"] * (1.0 - rim) * blob * patch
+        D = D + 0.38 * L["mask"] * (1.0 - rim) * blob * patch
     if case.labels.get("Nodule"):
         a = case.attrs["Nodule"]
         L = lungs[a["side"]]
@@ -297,7 +297,7 @@ def render_chest_phantom(
                     break
             r = a["radius"] * (0.85 if k else 1.0)
             d = np.sqrt((u - ncx) ** 2 + (v - ncy) ** 2)
-            D = D + 0.38 * _soft(r - d, 0.006)
+            D = D + 0.42 * _soft(r - d, 0.006)
     if case.labels.get("Pleural Effusion"):
         a = case.attrs["Pleural Effusion"]
         for side in ("right", "left") if a["side"] == "bilateral" else (a["side"],):
