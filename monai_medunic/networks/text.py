@@ -79,8 +79,12 @@ class HFTextEncoder(nn.Module):
         if pooling not in ("cls", "mean"):
             raise ConfigurationError(f"pooling must be 'cls' or 'mean', got '{pooling}'")
         if model_name_or_path is not None:
+            path = os.fspath(model_name_or_path)
             try:
-                self.model = AutoModel.from_pretrained(os.fspath(model_name_or_path), local_files_only=local_files_only)
+                try:  # BERT-style models: skip the NSP pooler, which this encoder does not use
+                    self.model = AutoModel.from_pretrained(path, local_files_only=local_files_only, add_pooling_layer=False)
+                except TypeError:  # a model class without that option
+                    self.model = AutoModel.from_pretrained(path, local_files_only=local_files_only)
             except (OSError, ValueError) as err:
                 raise ModelLoadError(
                     f"cannot load a text model from '{model_name_or_path}': {err.__class__.__name__}: "

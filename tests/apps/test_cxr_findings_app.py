@@ -241,7 +241,12 @@ def test_real_cr_sr_references_study_and_holds_one_entry_per_finding(runs, tiny_
 
 
 def _flatten(items, depth=0) -> list[tuple]:
-    """Structure of a content tree: value type, relationship, concept code (no meanings, text or numbers)."""
+    """Structure of a content tree: value type, relationship, concept code (no meanings, text or numbers).
+
+    The Present/Absent value of each finding is a result, like its probability, not structure: each
+    prompt language scores on its own, so an (untrained) model may decide differently per language.
+    """
+    evaluation_values = {"52101004", "2667000"}  # SCT Present / Absent
     out = []
     for item in items:
         name = item.ConceptNameCodeSequence[0] if "ConceptNameCodeSequence" in item else None
@@ -252,7 +257,13 @@ def _flatten(items, depth=0) -> list[tuple]:
                 item.get("ValueType"),
                 item.get("RelationshipType"),
                 (name.CodeValue if "CodeValue" in name else name.LongCodeValue, name.CodingSchemeDesignator) if name else None,
-                (code.get("CodeValue") or code.get("LongCodeValue"), code.CodingSchemeDesignator) if code else None,
+                (
+                    "<present/absent>"
+                    if code and code.get("CodeValue") in evaluation_values
+                    else (code.get("CodeValue") or code.get("LongCodeValue"), code.CodingSchemeDesignator)
+                )
+                if code
+                else None,
             )
         )
         if "ContentSequence" in item:
