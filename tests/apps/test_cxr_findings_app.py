@@ -246,7 +246,7 @@ def _flatten(items, depth=0) -> list[tuple]:
     The Present/Absent value of each finding is a result, like its probability, not structure: each
     prompt language scores on its own, so an (untrained) model may decide differently per language.
     """
-    evaluation_values = {"52101004", "2667000"}  # SCT Present / Absent
+    evaluation_values = {codes.SCT.Present.value, codes.SCT.Absent.value}
     out = []
     for item in items:
         name = item.ConceptNameCodeSequence[0] if "ConceptNameCodeSequence" in item else None
