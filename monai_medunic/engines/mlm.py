@@ -35,6 +35,8 @@ from monai.handlers import CheckpointLoader, CheckpointSaver
 from monai.utils import CommonKeys as Keys
 from torch import nn
 
+from monai_medunic.engines.distributed import get_rank
+from monai_medunic.engines.iterations import resolve_precision as _resolve_precision_name
 from monai_medunic.errors import ConfigurationError, ModelLoadError, NonFiniteLossError
 from monai_medunic.text.io_utils import atomic_directory
 from monai_medunic.text.masking import IGNORE_INDEX
@@ -79,13 +81,6 @@ def select_device(device: str = "auto") -> torch.device:
 def to_device(module: nn.Module, device: str | torch.device) -> nn.Module:
     """``module.to(device)`` for configs."""
     return module.to(device)
-
-
-def get_rank() -> int:
-    """The distributed rank, 0 when ``torch.distributed`` is not initialised."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank()
-    return 0
 
 
 def freeze_lower_layers(model: nn.Module, num_layers: int, freeze_embeddings: bool = False) -> int:
@@ -221,23 +216,14 @@ class MaskedLMLoss(nn.Module):
 def resolve_precision(precision: str, device: torch.device) -> tuple[bool, torch.dtype | None, bool]:
     """``(autocast enabled, dtype, use GradScaler)`` for ``precision`` in ``auto | fp32 | bf16 | fp16``.
 
-    ``auto``: fp16 with a ``GradScaler`` on CUDA, bf16 on a CPU with native bf16 support, else fp32.
+    The choice itself is :func:`monai_medunic.engines.iterations.resolve_precision` (shared with the
+    vision-language bundle): ``auto`` is fp16 with a ``GradScaler`` on CUDA, bf16 on a CPU with native
+    bf16 support, else fp32.
     """
-    precision = str(precision).lower()
-    if precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise ConfigurationError(f"precision must be one of auto, fp32, bf16, fp16; got '{precision}'")
-    if precision == "auto":
-        if device.type == "cuda":
-            precision = "fp16"
-        else:
-            native = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)() or getattr(
-                torch.cpu, "_is_amx_tile_supported", lambda: False)()
-            precision = "bf16" if native else "fp32"
-    if precision == "fp32":
+    resolved = _resolve_precision_name(str(precision).lower(), device)
+    if resolved == "fp32":
         return False, None, False
-    if precision == "fp16" and device.type != "cuda":
-        raise ConfigurationError("precision 'fp16' needs a CUDA device; use 'bf16' or 'fp32' on CPU")
-    return True, (torch.float16 if precision == "fp16" else torch.bfloat16), precision == "fp16"
+    return True, (torch.float16 if resolved == "fp16" else torch.bfloat16), resolved == "fp16"
 
 
 class MLMIteration:
