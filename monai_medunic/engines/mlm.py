@@ -39,7 +39,7 @@ from monai_medunic.engines.distributed import get_rank
 from monai_medunic.engines.iterations import resolve_precision as _resolve_precision_name
 from monai_medunic.errors import ConfigurationError, ModelLoadError, NonFiniteLossError
 from monai_medunic.text.io_utils import atomic_directory
-from monai_medunic.text.masking import IGNORE_INDEX
+from monai_medunic.losses.mlm import MaskedLMLoss
 
 __all__ = [
     "select_device",
@@ -197,20 +197,6 @@ def prepare_mlm_batch(batchdata: Mapping[str, Any], device: str | torch.device |
         return torch.as_tensor(x).to(device=device, non_blocking=non_blocking, **kwargs)
 
     return mv(batchdata["input_ids"]), mv(batchdata["labels"]), (), {"attention_mask": mv(batchdata["attention_mask"])}
-
-
-class MaskedLMLoss(nn.Module):
-    """Cross-entropy over the masked positions (label ``!= -100``), in fp32: BERT's MLM loss."""
-
-    def __init__(self, ignore_index: int = IGNORE_INDEX) -> None:
-        super().__init__()
-        self.ignore_index = ignore_index
-
-    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        if logits.shape[:-1] != labels.shape:
-            raise ConfigurationError(f"logits {tuple(logits.shape)} and labels {tuple(labels.shape)} do not match")
-        return nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1),
-                                           ignore_index=self.ignore_index)
 
 
 def resolve_precision(precision: str, device: torch.device) -> tuple[bool, torch.dtype | None, bool]:

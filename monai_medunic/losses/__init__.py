@@ -4,6 +4,7 @@ from monai_medunic.losses.composite import MedUniCLoss
 from monai_medunic.losses.contrastive import CVLLoss, SSVLoss, info_nce
 from monai_medunic.losses.ctr import CTRLoss, TextFeatureAlignmentLoss, TextToTextAlignmentLoss
 from monai_medunic.losses.distributed import gather_with_grad, is_distributed
+from monai_medunic.losses.mlm import MaskedLMLoss
 
 __all__ = [
     "CVLLoss",
@@ -12,6 +13,7 @@ __all__ = [
     "TextFeatureAlignmentLoss",
     "TextToTextAlignmentLoss",
     "MedUniCLoss",
+    "MaskedLMLoss",
     "info_nce",
     "gather_with_grad",
     "is_distributed",
