@@ -1,0 +1,73 @@
+"""The embedded demo dataset: synthetic bilingual chest-radiograph studies written as real DICOM.
+
+This is the project's default data (``make demo``, the end-to-end tests, the bundles' defaults). It is
+generated, not downloaded: :func:`generate_demo_dataset` draws, from a seed, chest radiograph
+*phantoms* (body outline, lungs with vascular markings, heart, mediastinum, spine, ribs, clavicles,
+diaphragm, exposure and noise) with findings at controlled prevalence, and writes
+
+* ``out_dir/dicom/<study>/`` the images as CR or DX DICOM (a mix of MONOCHROME1 / MONOCHROME2, bit
+  depths 8-16, windows with LINEAR / LINEAR_EXACT / SIGMOID functions or none, rescale intercepts,
+  some JPEG 2000 lossless), some lateral views (to be filtered out, Med-UniC Sec. 4), and for some
+  studies the report as a DICOM Comprehensive SR (highdicom) referencing the image;
+* ``out_dir/manifest.jsonl`` one record per image-report pair (:mod:`monai_medunic.data.manifest`):
+  ``image``, ``report`` (or ``report_sr``), ``language`` (``en`` or ``es``, about half each, the
+  paper's two communities), ``translations`` (the same report in the other language, for
+  cross-lingual evaluation), ``labels`` ``{finding: 0/1}`` (for evaluation only), ``split``
+  (``train`` / ``val`` / ``test``, 70/15/15 by study) and ``study_uid``. Records carry no ``view``:
+  the loader classifies each image from its DICOM header, so lateral views are filtered by the view
+  rule (:func:`monai_medunic.transforms.views.classify_view`);
+* ``out_dir/demo_info.json`` the counts of :class:`DemoDatasetInfo`.
+
+Findings (:data:`DEMO_FINDINGS`) and how they look, chosen to stay visible at 96-128 px:
+
+* Cardiomegaly: a heart about 1.5x wider (cardiothoracic ratio ~0.6 instead of ~0.4);
+* Pleural Effusion: a dense basal opacity with a lateral meniscus that blunts the costophrenic angle
+  and hides the hemidiaphragm (one side or both);
+* Pneumothorax: a dark apico-lateral rim without lung markings, bounded by a thin pleural line;
+* Nodule: one or two round opacities of 6-9 px diameter at 128 px;
+* Consolidation: a patchy opacity in one zone of one lung;
+* Edema: bilateral perihilar ("batwing") haze with a few basal septal lines.
+
+Each finding occurs independently with probability ~0.2-0.3 (:data:`DEFAULT_PREVALENCE`); a study
+without any is "normal". Nuisance variation: patient size and aspect, shift, rotation, exposure
+(gain, gamma, offset), heel-effect gradient, blur and noise.
+
+Reports follow varied English and Spanish templates (FINDINGS then IMPRESSION), mention each present
+finding by the names of :data:`SPANISH_NAMES` (the zero-shot prompt names) and negate a random
+subset of the absent ones ("No pleural effusion." / "Sin derrame pleural." / "No hay derrame
+pleural."). A few normal studies get a terse two-word report, which the manifest loader drops as
+``short_report`` (Med-UniC Sec. 4: reports of fewer than three tokens are removed).
+
+The package's modules:
+
+* :mod:`~monai_medunic.data.demo.cases`: the findings, their Spanish names and prevalence, and the
+  sampler of a study's truth (:class:`DemoCase`);
+* :mod:`~monai_medunic.data.demo.cxr`: the chest radiograph phantoms;
+* :mod:`~monai_medunic.data.demo.reports`: the bilingual report templates;
+* :mod:`~monai_medunic.data.demo.dicom_io`: the DICOM objects (CR / DX images, Comprehensive SR);
+* :mod:`~monai_medunic.data.demo.generate`: the driver (:func:`generate_demo_dataset`) and
+  ``medunic demo-data`` (:func:`cli_main`).
+
+Patient, study and series identifiers are obviously synthetic (``SYNTHETIC^DEMO^0001``,
+``SYNTH-<seed>-0001``); UIDs are derived deterministically from the seed, so a seed reproduces the
+dataset byte for byte.
+"""
+
+
+from monai_medunic.data.demo.cases import DEFAULT_PREVALENCE, DEMO_FINDINGS, SPANISH_NAMES, DemoCase, sample_case
+from monai_medunic.data.demo.cxr import render_chest_phantom
+from monai_medunic.data.demo.generate import DemoDatasetInfo, cli_main, generate_demo_dataset
+from monai_medunic.data.demo.reports import compose_report
+
+__all__ = [
+    "DEMO_FINDINGS",
+    "SPANISH_NAMES",
+    "DEFAULT_PREVALENCE",
+    "DemoCase",
+    "DemoDatasetInfo",
+    "sample_case",
+    "render_chest_phantom",
+    "compose_report",
+    "generate_demo_dataset",
+    "cli_main",
+]

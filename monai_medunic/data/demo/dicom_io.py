@@ -1,0 +1,253 @@
+"""DICOM writing of the demo studies: CR / DX images (storage variants), the report as a Comprehensive SR."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
+    ExplicitVRLittleEndian,
+    JPEG2000Lossless,
+    generate_uid,
+)
+
+from monai_medunic.data.demo.cases import DemoCase
+
+__all__ = ["CR_STORAGE", "DX_PRESENTATION_STORAGE"]
+
+CR_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
+DX_PRESENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.1.1"
+_UID_PREFIX = "1.2.826.0.1.3680043.8.498."  # pydicom's root; suffixes are hashes of the seed and study
+
+
+@dataclass
+class _Storage:
+    sop_class: str
+    modality: str
+    photometric: str
+    bits_stored: int
+    window: str  # "single", "double", "none", "sigmoid", "linear_exact"
+    intercept: int
+    jpeg2000: bool
+
+
+def _sample_storage(rng: np.random.Generator, mono1_fraction: float, j2k_fraction: float) -> _Storage:
+    dx = rng.random() < 0.5
+    bits = int(rng.choice([8, 10, 12, 14, 16], p=[0.2, 0.2, 0.3, 0.15, 0.15]))
+    window = str(rng.choice(["single", "double", "none", "sigmoid", "linear_exact"], p=[0.45, 0.2, 0.15, 0.1, 0.1]))
+    intercept = 0 if dx or bits < 12 or rng.random() < 0.6 else -int(rng.choice([512, 1024]))
+    return _Storage(
+        sop_class=DX_PRESENTATION_STORAGE if dx else CR_STORAGE,
+        modality="DX" if dx else "CR",
+        photometric="MONOCHROME1" if rng.random() < mono1_fraction else "MONOCHROME2",
+        bits_stored=bits,
+        window=window,
+        intercept=intercept,
+        jpeg2000=bool(rng.random() < j2k_fraction),
+    )
+
+
+def _uid(seed: int, *parts: Any) -> str:
+    return generate_uid(prefix=_UID_PREFIX, entropy_srcs=["monai-medunic-demo", str(seed), *map(str, parts)])
+
+
+def _patient(ds: Dataset, seed: int, index: int, rng_sex: str) -> None:
+    ds.PatientName = f"SYNTHETIC^DEMO^{index + 1:04d}"
+    ds.PatientID = f"SYNTH-{seed}-{index + 1:04d}"
+    ds.PatientBirthDate = "19000101"
+    ds.PatientSex = rng_sex
+    ds.PatientIdentityRemoved = "YES"
+    ds.DeidentificationMethod = "Synthetic phantom, no real patient (monai-medunic demo data)"
+
+
+def _image_dataset(
+    img: np.ndarray,
+    storage: _Storage,
+    *,
+    seed: int,
+    case: DemoCase,
+    study_uid: str,
+    series_uid: str,
+    sop_uid: str,
+    view: str,
+    view_encoding: str,
+    series_number: int,
+    study_date: str,
+    sex: str,
+    pixel_spacing: float,
+    rng: np.random.Generator,
+) -> Dataset:
+    maxval = 2**storage.bits_stored - 1
+    display = np.clip(img, 0.0, 1.0)
+    values = display if storage.photometric == "MONOCHROME2" else 1.0 - display
+    offset = -storage.intercept  # stored = value + offset, so value = stored + intercept
+    span = maxval - offset
+    stored = np.rint(values * span + offset).astype(np.uint16 if storage.bits_stored > 8 else np.uint8)
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = storage.sop_class
+    ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
+    ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.SOPClassUID = storage.sop_class
+    ds.SOPInstanceUID = sop_uid
+    ds.StudyInstanceUID = study_uid
+    ds.SeriesInstanceUID = series_uid
+    ds.StudyID = f"DEMO{case.index + 1:05d}"
+    ds.AccessionNumber = f"SYNACC{seed % 1000:03d}{case.index + 1:05d}"
+    ds.StudyDate = ds.SeriesDate = ds.ContentDate = study_date
+    ds.StudyTime = ds.SeriesTime = ds.ContentTime = "120000"
+    ds.StudyDescription = "SYNTHETIC CHEST RADIOGRAPH (DEMO)"
+    ds.ReferringPhysicianName = ""
+    _patient(ds, seed, case.index, sex)
+    ds.Modality = storage.modality
+    ds.Manufacturer = "monai-medunic synthetic phantom"
+    ds.InstitutionName = "SYNTHETIC DEMO HOSPITAL"
+    ds.SeriesNumber = series_number
+    ds.InstanceNumber = 1
+    ds.BodyPartExamined = "CHEST"
+    # view attributes, in several encodings so that every rule of classify_view is exercised
+    ds.ViewPosition = ""
+    if view == "frontal":
+        if view_encoding == "view_position":
+            ds.ViewPosition = "PA" if storage.modality == "CR" or rng.random() < 0.5 else "AP"
+            ds.SeriesDescription = "CHEST" if case.language == "en" else "TORAX"
+            ds.PatientOrientation = ["L", "F"]
+        elif view_encoding == "patient_orientation":
+            ds.PatientOrientation = ["L", "F"]
+        else:
+            ds.SeriesDescription = "CHEST PA" if case.language == "en" else "TORAX PA"
+    else:
+        if view_encoding == "view_position":
+            ds.ViewPosition = "LL"
+            ds.SeriesDescription = "CHEST" if case.language == "en" else "TORAX"
+            ds.PatientOrientation = ["A", "F"]
+        elif view_encoding == "patient_orientation":
+            ds.PatientOrientation = ["A", "F"]
+        else:
+            ds.SeriesDescription = "CHEST LAT" if case.language == "en" else "TORAX LATERAL"
+    if storage.modality == "DX":
+        ds.ImagerPixelSpacing = [pixel_spacing, pixel_spacing]
+        ds.PresentationIntentType = "FOR PRESENTATION"
+        ds.PresentationLUTShape = "INVERSE" if storage.photometric == "MONOCHROME1" else "IDENTITY"
+        ds.DetectorType = "SCINTILLATOR"
+    else:
+        ds.PixelSpacing = [pixel_spacing, pixel_spacing]
+    ds.Rows, ds.Columns = int(img.shape[0]), int(img.shape[1])
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = storage.photometric
+    ds.BitsAllocated = 8 if storage.bits_stored == 8 else 16
+    ds.BitsStored = storage.bits_stored
+    ds.HighBit = storage.bits_stored - 1
+    ds.PixelRepresentation = 0
+    ds.BurnedInAnnotation = "NO"
+    if storage.intercept != 0:
+        ds.RescaleIntercept = storage.intercept
+        ds.RescaleSlope = 1
+        ds.RescaleType = "US"
+    # windows on the modality-LUT output; they cover the body's intensity range
+    real = stored.astype(np.float64) + storage.intercept
+    lo, hi = (float(v) for v in np.percentile(real, [1.0, 99.8]))
+    width = max(hi - lo, 2.0) * float(rng.uniform(0.95, 1.12))
+    center = 0.5 * (lo + hi) + float(rng.uniform(-0.03, 0.03)) * width
+    if storage.window in ("single", "sigmoid", "linear_exact"):
+        ds.WindowCenter = round(center, 1)
+        ds.WindowWidth = round(width, 1)
+        if storage.window == "sigmoid":
+            ds.VOILUTFunction = "SIGMOID"
+        elif storage.window == "linear_exact":
+            ds.VOILUTFunction = "LINEAR_EXACT"
+        ds.WindowCenterWidthExplanation = "DEMO"
+    elif storage.window == "double":
+        ds.WindowCenter = [round(center, 1), round(center + 0.15 * width, 1)]
+        ds.WindowWidth = [round(width, 1), round(0.4 * width, 1)]
+        ds.WindowCenterWidthExplanation = ["STANDARD", "BONE"]
+    ds.LossyImageCompression = "00"
+    ds.PixelData = stored.tobytes()
+    if storage.jpeg2000:
+        # lossless: the same instance, so keep the SOP Instance UID (pydicom would make a new one)
+        ds.compress(JPEG2000Lossless, stored, encoding_plugin="pylibjpeg", generate_instance_uid=False)
+    return ds
+
+
+def _fixed_times(ds: Dataset, study_date: str) -> None:
+    for kw, value in (
+        ("InstanceCreationDate", study_date),
+        ("InstanceCreationTime", "130000"),
+        ("ContentDate", study_date),
+        ("ContentTime", "130000"),
+        ("SeriesDate", study_date),
+        ("SeriesTime", "130000"),
+    ):
+        if kw in ds:
+            setattr(ds, kw, value)
+    for item in ds.get("ContributingEquipmentSequence", []):
+        if "ContributionDateTime" in item:
+            item.ContributionDateTime = f"{study_date}130000"
+
+
+class _QuietLoggers:
+    """Raise the level of chatty third-party loggers (highdicom logs each copied module at INFO)."""
+
+    def __init__(self, *names: str) -> None:
+        self.loggers = [logging.getLogger(n) for n in names]
+        self.levels = [lg.level for lg in self.loggers]
+
+    def __enter__(self) -> None:
+        for lg in self.loggers:
+            lg.setLevel(max(lg.getEffectiveLevel(), logging.WARNING))
+
+    def __exit__(self, *exc: Any) -> None:
+        for lg, level in zip(self.loggers, self.levels):
+            lg.setLevel(level)
+
+
+def _sr_dataset(
+    image: Dataset, case: DemoCase, parts: tuple[str, str], language: str, *, sr_series: str, sr_uid: str, study_date: str
+) -> Dataset:
+    import highdicom as hd
+
+    lang_code = hd.sr.CodedConcept(value=language, scheme_designator="RFC5646", meaning={"en": "English", "es": "Spanish"}[language])
+    items: list[Any] = list(hd.sr.LanguageOfContentItemAndDescendants(language=lang_code))
+    findings_text, impression_text = parts
+    findings = hd.sr.ContainerContentItem(
+        name=hd.sr.CodedConcept("121070", "DCM", "Findings"), relationship_type="CONTAINS"
+    )
+    findings.ContentSequence = [
+        hd.sr.TextContentItem(
+            name=hd.sr.CodedConcept("121071", "DCM", "Finding"), value=findings_text, relationship_type="CONTAINS"
+        )
+    ]
+    items.append(findings)
+    if impression_text:
+        impression = hd.sr.ContainerContentItem(
+            name=hd.sr.CodedConcept("121072", "DCM", "Impressions"), relationship_type="CONTAINS"
+        )
+        impression.ContentSequence = [
+            hd.sr.TextContentItem(
+                name=hd.sr.CodedConcept("121073", "DCM", "Impression"), value=impression_text, relationship_type="CONTAINS"
+            )
+        ]
+        items.append(impression)
+    root = hd.sr.ContainerContentItem(name=hd.sr.CodedConcept("18748-4", "LN", "Diagnostic imaging report"))
+    root.ContentSequence = items
+    sr = hd.sr.ComprehensiveSR(
+        evidence=[image],
+        content=root,
+        series_instance_uid=sr_series,
+        series_number=99,
+        sop_instance_uid=sr_uid,
+        instance_number=1,
+        manufacturer="monai-medunic synthetic phantom",
+        is_complete=True,
+        is_final=True,
+        series_description="SYNTHETIC REPORT (DEMO)",
+    )
+    _fixed_times(sr, study_date)
+    return sr
+
