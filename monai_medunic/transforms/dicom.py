@@ -190,7 +190,10 @@ def _check_decoder(ds: Dataset, path: str | None) -> None:
     tsyntax = UID(str(tsyntax))
     if not tsyntax.is_compressed:
         return
-    from pydicom.pixels import get_decoder
+    try:
+        from pydicom.pixels import get_decoder
+    except ImportError:  # pydicom 2 (MONAI Label's environment): ds.pixel_array names a missing handler itself
+        return
 
     name = tsyntax.name
     try:
@@ -377,7 +380,10 @@ def _voi(
 def _to_gray(arr: np.ndarray, ds: Dataset, policy: str, path: str | None) -> tuple[np.ndarray, str]:
     photometric = str(ds.get("PhotometricInterpretation", "")).upper()
     if photometric == "PALETTE COLOR":
-        from pydicom.pixels import apply_color_lut
+        try:
+            from pydicom.pixels import apply_color_lut
+        except ImportError:  # pydicom 2 (MONAI Label's environment)
+            from pydicom.pixel_data_handlers.util import apply_color_lut
 
         arr = apply_color_lut(arr, ds)
         scale = float(np.iinfo(arr.dtype).max) if np.issubdtype(arr.dtype, np.integer) else 1.0
