@@ -116,7 +116,7 @@ def test_manifest_loader_filters_laterals_and_short_reports(demo) -> None:
     sources = Counter()
     for p in lat:
         ds = pydicom.dcmread(p, stop_before_pixels=True)
-        sources["vp" if ds.ViewPosition else ("po" if "PatientOrientation" in ds else "sd")] += 1
+        sources["vp" if ds.ViewPosition else ("po" if ds.get("PatientOrientation") else "sd")] += 1
     assert len(sources) >= 2
 
 

@@ -7,8 +7,9 @@ diaphragm, exposure and noise) with findings at controlled prevalence, and write
 
 * ``out_dir/dicom/<study>/`` the images as CR or DX DICOM (a mix of MONOCHROME1 / MONOCHROME2, bit
   depths 8-16, windows with LINEAR / LINEAR_EXACT / SIGMOID functions or none, rescale intercepts,
-  some JPEG 2000 lossless), some lateral views (to be filtered out, Med-UniC Sec. 4), and for some
-  studies the report as a DICOM Comprehensive SR (highdicom) referencing the image;
+  some JPEG 2000 lossless; DX images without a window are stored FOR PROCESSING), some lateral views
+  (to be filtered out, Med-UniC Sec. 4), and for some studies the report as a DICOM Comprehensive SR
+  (highdicom) referencing the image. Every object passes ``dciodvfy`` (dicom3tools) without errors;
 * ``out_dir/manifest.jsonl`` one record per image-report pair (:mod:`monai_medunic.data.manifest`):
   ``image``, ``report`` (or ``report_sr``), ``language`` (``en`` or ``es``, about half each, the
   paper's two communities), ``translations`` (the same report in the other language, for

@@ -17,10 +17,11 @@ from pydicom.uid import (
 
 from monai_medunic.data.demo.cases import DemoCase
 
-__all__ = ["CR_STORAGE", "DX_PRESENTATION_STORAGE"]
+__all__ = ["CR_STORAGE", "DX_PRESENTATION_STORAGE", "DX_PROCESSING_STORAGE"]
 
 CR_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
 DX_PRESENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.1.1"
+DX_PROCESSING_STORAGE = "1.2.840.10008.5.1.4.1.1.1.1.1"
 _UID_PREFIX = "1.2.826.0.1.3680043.8.498."  # pydicom's root; suffixes are hashes of the seed and study
 
 
@@ -33,6 +34,7 @@ class _Storage:
     window: str  # "single", "double", "none", "sigmoid", "linear_exact"
     intercept: int
     jpeg2000: bool
+    presentation_intent: str = ""  # DX only: "FOR PRESENTATION" or "FOR PROCESSING"
 
 
 def _sample_storage(rng: np.random.Generator, mono1_fraction: float, j2k_fraction: float) -> _Storage:
@@ -40,14 +42,19 @@ def _sample_storage(rng: np.random.Generator, mono1_fraction: float, j2k_fractio
     bits = int(rng.choice([8, 10, 12, 14, 16], p=[0.2, 0.2, 0.3, 0.15, 0.15]))
     window = str(rng.choice(["single", "double", "none", "sigmoid", "linear_exact"], p=[0.45, 0.2, 0.15, 0.1, 0.1]))
     intercept = 0 if dx or bits < 12 or rng.random() < 0.6 else -int(rng.choice([512, 1024]))
+    # A DX image FOR PRESENTATION must carry a VOI transform (PS3.3 C.8.11.3.1.5); a DX image without
+    # one is stored as what such images are in practice, FOR PROCESSING (its own SOP class), so the
+    # loader's no-window fallback is still exercised on DX as on CR.
+    for_processing = dx and window == "none"
     return _Storage(
-        sop_class=DX_PRESENTATION_STORAGE if dx else CR_STORAGE,
+        sop_class=(DX_PROCESSING_STORAGE if for_processing else DX_PRESENTATION_STORAGE) if dx else CR_STORAGE,
         modality="DX" if dx else "CR",
         photometric="MONOCHROME1" if rng.random() < mono1_fraction else "MONOCHROME2",
         bits_stored=bits,
         window=window,
         intercept=intercept,
         jpeg2000=bool(rng.random() < j2k_fraction),
+        presentation_intent=("FOR PROCESSING" if for_processing else "FOR PRESENTATION") if dx else "",
     )
 
 
@@ -122,6 +129,8 @@ def _image_dataset(
             ds.PatientOrientation = ["L", "F"]
         else:
             ds.SeriesDescription = "CHEST PA" if case.language == "en" else "TORAX PA"
+            # CR: Type 2C (present, empty = unknown); DX: Type 1C, so DX images always state it
+            ds.PatientOrientation = ["L", "F"] if storage.modality == "DX" else ""
     else:
         if view_encoding == "view_position":
             ds.ViewPosition = "LL"
@@ -131,11 +140,9 @@ def _image_dataset(
             ds.PatientOrientation = ["A", "F"]
         else:
             ds.SeriesDescription = "CHEST LAT" if case.language == "en" else "TORAX LATERAL"
+            ds.PatientOrientation = ["A", "F"] if storage.modality == "DX" else ""
     if storage.modality == "DX":
-        ds.ImagerPixelSpacing = [pixel_spacing, pixel_spacing]
-        ds.PresentationIntentType = "FOR PRESENTATION"
-        ds.PresentationLUTShape = "INVERSE" if storage.photometric == "MONOCHROME1" else "IDENTITY"
-        ds.DetectorType = "SCINTILLATOR"
+        _dx_attributes(ds, storage, pixel_spacing)
     else:
         ds.PixelSpacing = [pixel_spacing, pixel_spacing]
     ds.Rows, ds.Columns = int(img.shape[0]), int(img.shape[1])
@@ -146,7 +153,7 @@ def _image_dataset(
     ds.HighBit = storage.bits_stored - 1
     ds.PixelRepresentation = 0
     ds.BurnedInAnnotation = "NO"
-    if storage.intercept != 0:
+    if storage.intercept != 0 or storage.modality == "DX":  # DX: Type 1, identity (PS3.3 C.8.11.3.1.6)
         ds.RescaleIntercept = storage.intercept
         ds.RescaleSlope = 1
         ds.RescaleType = "US"
@@ -173,6 +180,45 @@ def _image_dataset(
         # lossless: the same instance, so keep the SOP Instance UID (pydicom would make a new one)
         ds.compress(JPEG2000Lossless, stored, encoding_plugin="pylibjpeg", generate_instance_uid=False)
     return ds
+
+
+def _code_item(code: Any) -> Dataset:
+    item = Dataset()
+    item.CodeValue = code.value
+    item.CodingSchemeDesignator = code.scheme_designator
+    item.CodeMeaning = code.meaning
+    return item
+
+
+def _dx_attributes(ds: Dataset, storage: _Storage, pixel_spacing: float) -> None:
+    """The DX Image, DX Anatomy Imaged, DX Positioning and Acquisition Context attributes (PS3.3 C.8.11).
+
+    Pixel intensity relationship: the phantom's stored values are log-exposure-like (``LOG``); for
+    MONOCHROME2 higher values mean less X-ray intensity (dense, sign -1), for MONOCHROME1 the reverse
+    (+1). None of these changes the loaded pixels: the Modality LUT is the identity (slope 1,
+    intercept 0), and the View Code Sequence is only written where ``ViewPosition`` already decides the
+    view (:func:`monai_medunic.transforms.views.classify_view` trusts ``ViewPosition`` first). DX
+    images always state their Patient Orientation (Type 1C there), so on DX the SeriesDescription
+    view encoding is preceded by the orientation, which gives the same view.
+    """
+    from pydicom.sr.codedict import codes
+
+    ds.ImageType = ["ORIGINAL", "PRIMARY"]
+    ds.ImagerPixelSpacing = [pixel_spacing, pixel_spacing]
+    ds.PresentationIntentType = storage.presentation_intent
+    ds.PresentationLUTShape = "INVERSE" if storage.photometric == "MONOCHROME1" else "IDENTITY"
+    ds.DetectorType = "SCINTILLATOR"
+    ds.PixelIntensityRelationship = "LOG"
+    ds.PixelIntensityRelationshipSign = 1 if storage.photometric == "MONOCHROME1" else -1
+    ds.ImageLaterality = "U"  # the chest is an unpaired region
+    ds.AnatomicRegionSequence = [_code_item(codes.SCT.Chest)]
+    ds.PositionerType = "COLUMN"
+    view_code = {"PA": codes.SCT.PosteroAnterior, "AP": codes.SCT.AnteroPosterior, "LL": codes.SCT.LeftLateral}.get(
+        str(ds.get("ViewPosition", ""))
+    )
+    if view_code is not None:  # Type 3 in DX Positioning: one item, or absent
+        ds.ViewCodeSequence = [_code_item(view_code)]
+    ds.AcquisitionContextSequence = []
 
 
 def _fixed_times(ds: Dataset, study_date: str) -> None:
