@@ -3,6 +3,7 @@
 from monai_medunic.losses.composite import MedUniCLoss
 from monai_medunic.losses.contrastive import CVLLoss, SSVLoss, info_nce
 from monai_medunic.losses.ctr import CTRLoss, TextFeatureAlignmentLoss, TextToTextAlignmentLoss
+from monai_medunic.losses.distill import DINOLoss, MaskedPatchDistillationLoss, distillation_cross_entropy
 from monai_medunic.losses.distributed import gather_with_grad, is_distributed
 from monai_medunic.losses.mlm import MaskedLMLoss
 
@@ -14,6 +15,7 @@ __all__ = [
     "TextToTextAlignmentLoss",
     "MedUniCLoss",
     "MaskedLMLoss",
+    "DINOLoss", "MaskedPatchDistillationLoss", "distillation_cross_entropy",
     "info_nce",
     "gather_with_grad",
     "is_distributed",

@@ -4,6 +4,9 @@ from monai_medunic.networks.image import IMAGE_ENCODER_SPECS, CXRImageEncoder, a
 from monai_medunic.networks.models import ImageEmbedder, MedUniC
 from monai_medunic.networks.projection import ProjectionHead
 from monai_medunic.networks.text import HFTextEncoder, find_transformer_layers
+from monai_medunic.networks.distillation import DistillationHead, attention_guided_mask
+from monai_medunic.networks.unified_vit import UnifiedViT, available_unified_vits
+from monai_medunic.networks.unimedi import UniMedI, select_slices
 
 __all__ = [
     "CXRImageEncoder",
@@ -14,4 +17,5 @@ __all__ = [
     "IMAGE_ENCODER_SPECS",
     "available_image_encoders",
     "find_transformer_layers",
+    "UnifiedViT", "available_unified_vits", "UniMedI", "select_slices", "DistillationHead", "attention_guided_mask",
 ]

@@ -14,6 +14,7 @@ from monai_medunic.transforms.dicom import (
     read_dicom,
     window_to_unit,
 )
+from monai_medunic.transforms.slice_selection import SelectSlices, SelectSlicesd, choose_slices, cls_patch_attention, extract_slices, slice_relevance, top_k_slices
 from monai_medunic.transforms.sr import ReadReportFromSR, ReadReportFromSRd, SRReportText, read_report_from_sr
 from monai_medunic.transforms.views import FRONTAL, LATERAL, UNKNOWN, FrontalViewFilter, classify_view, view_evidence
 from monai_medunic.transforms.volume import (
@@ -56,4 +57,5 @@ __all__ = [
     "LoadNiftiVolumed",
     "read_dicom_series",
     "read_nifti_volume",
+    "SelectSlices", "SelectSlicesd", "choose_slices", "cls_patch_attention", "extract_slices", "slice_relevance", "top_k_slices",
 ]
