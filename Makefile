@@ -16,9 +16,30 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: demo test install clean benchmarks
+# MONAI Label 0.8.5 needs pydicom < 3 and numpy < 2: it gets its own virtual environment, with the same
+# CPU torch, monailabel without its torchvision / SAM2 extras, and this package (--no-deps); see
+# apps/monailabel_medunic/requirements.txt. No Deploy SDK there.
+LABEL_VENV ?= .venv-label
+LABEL_BIN := $(LABEL_VENV)/bin
+LABEL_STAMP := $(LABEL_VENV)/.medunic-label-installed
+LABEL_PIP := $(LABEL_BIN)/python -m pip --disable-pip-version-check
+LABEL_REQUIREMENTS := apps/monailabel_medunic/requirements.txt
+MONAILABEL_SPEC ?= monailabel==0.8.5
+
+.PHONY: demo test install label-install clean benchmarks
 
 install: $(STAMP)
+
+label-install: $(LABEL_STAMP)
+
+$(LABEL_STAMP): pyproject.toml constraints.txt Makefile $(LABEL_REQUIREMENTS)
+	@test -x $(LABEL_BIN)/python || $(PYTHON) -m venv $(LABEL_VENV)
+	$(LABEL_PIP) install -q --upgrade "pip>=24"
+	$(LABEL_PIP) install -q -c constraints.txt "$(TORCH_SPEC)"
+	$(LABEL_PIP) install -q -c constraints.txt -r $(LABEL_REQUIREMENTS)
+	$(LABEL_PIP) install -q -c constraints.txt --no-deps "$(MONAILABEL_SPEC)"
+	$(LABEL_PIP) install -q --no-deps -e .
+	@touch $@
 
 $(STAMP): pyproject.toml constraints.txt Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,11 +54,11 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 demo: $(STAMP)
 	ulimit -s 32768 && $(BIN)/medunic demo --out $(DEMO_OUT)
 
-test: $(STAMP)
+test: $(STAMP) $(LABEL_STAMP)
 	ulimit -s 32768 && $(BIN)/python -m pytest -q -p no:cacheprovider tests
 
-benchmarks: $(STAMP)
+benchmarks: $(STAMP) $(LABEL_STAMP)
 	ulimit -s 32768 && for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) *.egg-info
+	rm -rf $(VENV) $(LABEL_VENV) $(DEMO_OUT) *.egg-info

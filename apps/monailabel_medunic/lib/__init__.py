@@ -1,0 +1,1 @@
+"""Task configs of the monailabel_medunic MONAI Label app."""
