@@ -47,9 +47,10 @@ class EMATeacher:
     targets. A DDP-wrapped student is unwrapped (``.module``); every rank keeps its own, identical teacher
     (DDP keeps the students identical), so attach this handler on every rank.
 
-    Update (at ``Events.ITERATION_COMPLETED``, every ``every`` iterations and at the end of an epoch,
-    matching a gradient-accumulation step): ``theta_t <- m theta_t + (1 - m) theta_s`` for parameters,
-    buffers copied, with ``m = cosine_momentum(iteration, total_steps, momentum, final_momentum)``.
+    Update (at ``Events.ITERATION_COMPLETED``, after each optimizer step: every ``every`` micro-batches
+    counted within the epoch, and at the epoch's last iteration, as the training step groups gradient
+    accumulation): ``theta_t <- m theta_t + (1 - m) theta_s`` for parameters, buffers copied, with
+    ``m = cosine_momentum(iteration - 1, total_steps, momentum, final_momentum)``.
     ``total_steps`` defaults to ``max_epochs * epoch_length`` of the engine.
 
     Checkpointing: :meth:`state_dict` / :meth:`load_state_dict` hold the teacher weights and the update
@@ -60,7 +61,7 @@ class EMATeacher:
         momentum: ``m0`` (DINO: 0.996). final_momentum: the schedule's end value (1.0).
         total_steps: iterations of the schedule (default from the engine).
         modules: names of the student's submodules to copy (``None``: ``teacher_modules`` or the whole student).
-        every: update every N iterations (the gradient-accumulation steps).
+        every: the gradient-accumulation steps (default: the trainer's ``accumulation_steps``, else 1).
     """
 
     def __init__(
@@ -70,16 +71,16 @@ class EMATeacher:
         final_momentum: float = 1.0,
         total_steps: int | None = None,
         modules: Sequence[str] | None = None,
-        every: int = 1,
+        every: int | None = None,
     ) -> None:
         if not 0.0 <= momentum <= 1.0 or not 0.0 <= final_momentum <= 1.0:
             raise ConfigurationError(f"momentum values must be in [0, 1], got {momentum} -> {final_momentum}")
-        if every < 1:
+        if every is not None and every < 1:
             raise ConfigurationError(f"every must be >= 1, got {every}")
         self.network = network
         self.momentum, self.final_momentum = float(momentum), float(final_momentum)
         self.total_steps = total_steps
-        self.every = int(every)
+        self.every = every
         self.num_updates = 0
         student = _unwrap(network)
         names = modules if modules is not None else getattr(student, "teacher_modules", None)
@@ -149,8 +150,9 @@ class EMATeacher:
 
     def __call__(self, engine: Engine) -> None:
         it = engine.state.iteration
-        epoch_length = engine.state.epoch_length or it
-        if it % self.every and it % epoch_length:
+        every = self.every or max(1, int(getattr(engine, "accumulation_steps", 1) or 1))
+        local = (it - 1) % engine.state.epoch_length + 1 if engine.state.epoch_length else it
+        if local % every and local != engine.state.epoch_length:
             return
         # the schedule follows the engine's iteration (restored on resume); iteration 1 -> step 0
         m = self.update(self.momentum_at(it - 1))

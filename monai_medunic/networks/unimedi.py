@@ -9,7 +9,7 @@ He et al., "Unified Medical Image Pre-training in Language-Guided Common Semanti
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -92,7 +92,8 @@ class UniMedI(nn.Module):
     ==========================  =====================================================================
 
     The ``distill_*`` keys appear in train mode once an EMA teacher is registered with
-    :meth:`set_teacher` (:class:`monai_medunic.engines.teacher.EMATeacher` does it). The teacher sees
+    :meth:`set_teacher` (:class:`monai_medunic.engines.teacher.EMATeacher` does it), unless
+    ``required_outputs`` (the keys the objective reads, passed by the training step) names none of them. The teacher sees
     the full input; its CLS attention picks the tokens the student keeps (``mask_ratio`` masked per
     segment, :func:`attention_guided_mask`) and, in ``attention`` mode, the slices. The student's one
     gradient pass is the masked one, and its CLS also feeds the CLIP loss (as Attentive Mask CLIP
@@ -209,8 +210,8 @@ class UniMedI(nn.Module):
         enc = self.image_encoder
         return extract_slices(x, idx, enc.patch_depth, enc.img_size, self.slab_reduce), scores, idx
 
-    def _encode_group(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        teacher = self.teacher if self._distilling() else None
+    def _encode_group(self, x: torch.Tensor, distill: bool) -> dict[str, torch.Tensor]:
+        teacher = self.teacher if distill and self._distilling() else None
         selector = teacher.image_encoder if teacher is not None else self.image_encoder
         slices, scores, idx = self._slices(x, selector)
         out: dict[str, torch.Tensor] = {}
@@ -248,15 +249,17 @@ class UniMedI(nn.Module):
         input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         volumes: torch.Tensor | None = None,
+        required_outputs: Collection[str] | None = None,
     ) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
+        distill = required_outputs is None or any(k.startswith("distill_") for k in required_outputs)
         if volumes is not None and volumes.ndim != 5:
             raise ShapeMismatchError("UniMedI volumes", tuple(volumes.shape), ("B", "C", "D", "H", "W"),
                                      "a 2D image was given as a volume; pass 2D images as `images`")
         groups = [g for g in (images, volumes) if g is not None]
         if groups:
             self._check_batch(sum(g.shape[0] for g in groups), "images")
-            parts = [self._encode_group(g) for g in groups]
+            parts = [self._encode_group(g, distill) for g in groups]
             rows = 0
             for part, g in zip(parts, groups):
                 if "distill_patch_index" in part:

@@ -91,6 +91,9 @@ def test_teacher_outputs_and_gradients_reach_every_trainable_parameter(tiny_bert
     # the teacher is outside the student's parameters and state_dict
     assert not {id(p) for p in teacher.teacher.parameters()} & {id(p) for p in model.parameters()}
     assert all(not k.startswith("teacher") for k in model.state_dict())
+    # an objective without distillation terms: the training step passes the keys it reads
+    lean = model(**_batch(), required_outputs={"image_emb", "text_emb"})
+    assert not any(k.startswith("distill_") for k in lean) and lean["image_emb"].shape == (4, 16)
 
 
 def test_teacher_chooses_the_student_mask(tiny_bert_config) -> None:
