@@ -24,6 +24,12 @@ Pipeline (``compose``)::
 Exit codes: 0 when SRs were written, and also (with a message, no SR) when no series is eligible;
 1 with a one-line error for bad input (empty input folder, no DICOM study, model path that is not
 a trained bundle, bad language).
+
+DICOMweb (a PACS such as Orthanc): ``--dicomweb URL --study StudyInstanceUID`` (instead of ``-i``)
+reads the study over WADO-RS into a temporary input folder and stores each SR written back to the
+same DICOMweb root over STOW-RS (``monai_medunic.deploy.dicomweb``); the SR and JSON are still
+written under the output folder. A PACS that fails, does not answer (``--dicomweb-timeout``, 60 s)
+or does not hold the study is a one-line error with exit code 1.
 """
 
 from __future__ import annotations
@@ -178,10 +184,49 @@ def build_app_class():
     return CXRFindingsApp
 
 
+DICOMWEB_OPTIONS = ("--dicomweb", "--study", "--dicomweb-timeout")
+
+
+def main_dicomweb(argv0: str, language: str, sdk_argv: list[str]) -> int:
+    """``--dicomweb URL --study UID``: WADO-RS the study into a temporary input folder, run the app, STOW-RS the SRs."""
+    import argparse
+    import tempfile
+    import time
+
+    from monai_medunic.deploy.dicomweb import retrieve_study, split_dicomweb_args, store_instances
+    from monai_medunic.deploy.results import SR_FILE_NAME
+    from monai_medunic.errors import MedUniCError
+
+    try:
+        target, sdk_argv = split_dicomweb_args(sdk_argv)
+        parser = argparse.ArgumentParser(add_help=False)
+        parser.add_argument("--input", "-i")
+        parser.add_argument("--output", "-o")
+        known, _ = parser.parse_known_args(sdk_argv)
+        if known.input:
+            raise MedUniCError("--dicomweb reads the study from the PACS: give no input folder (-i)")
+        output = Path(known.output or os.environ.get("HOLOSCAN_OUTPUT_PATH") or "output").absolute()
+        with tempfile.TemporaryDirectory(prefix="cxr_findings_dicomweb_") as tmp:
+            retrieve_study(target, tmp)
+            started = time.time()
+            code = main([argv0, "--language", language, *sdk_argv, "-i", tmp])
+        sr = output / target.study_uid / SR_FILE_NAME
+        if code != 0 or not sr.is_file() or sr.stat().st_mtime < started:  # no SR from this run
+            return code
+        store_instances(target.url, [sr], target.timeout)
+    except MedUniCError as err:
+        print(f"{APP_NAME}: error: {err}", file=sys.stderr)
+        return 1
+    print(f"{APP_NAME}: stored the SR of study {target.study_uid} to {target.url} (STOW-RS)")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the app; returns the process exit code (see the module docstring)."""
     argv = list(sys.argv if argv is None else argv)
     language, sdk_argv = split_language(argv[1:])
+    if any(arg.split("=", 1)[0] in DICOMWEB_OPTIONS for arg in sdk_argv):
+        return main_dicomweb(argv[0], language, sdk_argv)
 
     from monai_medunic.errors import DataError, MedUniCError
 

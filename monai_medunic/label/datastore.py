@@ -15,8 +15,8 @@ It also:
   :class:`ImageNotInPacsError`, before anything is downloaded;
 * downloads a series into a temporary folder and renames it into the cache when complete, so an
   interrupted download is never read as a series;
-* bounds every request to the PACS by ``timeout`` seconds (the DICOMweb client has no timeout of
-  its own, and a silent PACS would otherwise hold the request forever);
+* bounds every request to the PACS by ``timeout`` seconds and two tries (the DICOMweb client has no
+  timeout of its own, and a silent PACS would otherwise hold the request forever);
 * does not fetch dcmqi's binaries at start (the base app downloads them from the internet to write
   DICOM SEG; the tasks of this app write no SEG).
 """
@@ -150,6 +150,8 @@ def make_dicomweb_datastore(url: str, conf: dict[str, str] | None = None) -> Dic
         wado_url_prefix=settings.MONAI_LABEL_WADO_PREFIX,
         stow_url_prefix=settings.MONAI_LABEL_STOW_PREFIX,
     )
+    # two tries, not the client's five with exponential back-off (~30 s before an answer)
+    client.set_http_retry_params(retry=True, max_attempts=2, wait_exponential_multiplier=250)
     if "dicomweb_search_filter" in conf:
         search_filter = json.loads(conf["dicomweb_search_filter"])
     elif settings.MONAI_LABEL_DICOMWEB_SEARCH_FILTER != {"Modality": "CT"}:
