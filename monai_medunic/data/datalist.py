@@ -22,6 +22,8 @@ def manifest_datalist(
     require_labels: bool = False,
     on_error: str = "skip",
     frontal_only: bool = True,
+    dimensions: int | Sequence[int] | None = 2,
+    modalities: str | Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Load, validate and filter a manifest (:func:`~monai_medunic.data.manifest.load_manifest`) and
     return MONAI-style dicts with ``image``, ``report``, ``language``, ``labels`` (in ``findings``
@@ -30,11 +32,18 @@ def manifest_datalist(
     Bad records are skipped with a logged, counted reason by default (``on_error="skip"``); lateral
     views are excluded (Med-UniC Sec. 4.1).
 
+    ``dimensions`` chooses the kind of record: ``2`` (the default) gives the radiograph records only,
+    exactly as for a radiograph-only manifest; ``3`` gives the volume records (``image`` a DICOM series
+    folder or a NIfTI file, plus ``mask``, ``mask_labels`` and ``lesion_slices`` where the manifest has
+    them); ``(2, 3)`` or ``None`` both. ``modalities`` narrows further (e.g. ``"CT"``).
+
     Raises:
         ManifestError: the manifest is missing or empty, the split holds no usable record, or
             ``require_labels`` and a record lacks a label for one of ``findings`` (names the study).
     """
-    result = load_manifest(manifest, on_error=on_error, frontal_only=frontal_only, split=split)
+    result = load_manifest(
+        manifest, on_error=on_error, frontal_only=frontal_only, split=split, dimensions=dimensions, modalities=modalities
+    )
     data = records_to_data_dicts(result.records, findings)
     if not data:
         raise ManifestError(f"no usable record for split '{split}' ({result.summary})", path=manifest)
@@ -49,7 +58,7 @@ def manifest_datalist(
                     field="labels",
                     line=rec.line,
                 )
-        for key in ("study_uid", "view", "split"):  # None does not collate
+        for key in ("study_uid", "view", "split"):  # None does not collate (a 3D record has no view)
             if d.get(key) is None:
                 d.pop(key, None)
     logger.info("%s: %d records for split '%s'", manifest, len(data), split)

@@ -9,12 +9,19 @@ A manifest lists the pairs a vision-language model is pre-trained or evaluated o
 * ``language`` (ISO 639 code with a spaCy tokenizer, e.g. ``en``, ``es``);
 * optional ``labels`` ``{finding: 0 or 1}`` (for evaluation), ``split`` (``train`` / ``val`` /
   ``test``), ``study_uid``, ``view`` (``frontal`` / ``lateral`` / ``unknown``) and ``translations``
-  ``{language: text}`` (the same report in other languages, for cross-lingual evaluations).
+  ``{language: text}`` (the same report in other languages, for cross-lingual evaluations);
+* optional ``modality`` (DICOM Modality: ``CR``, ``DX``, ``CT`` ...) and ``spatial_dims`` (``2`` for
+  radiographs, ``3`` for volumes; default 3 for CT / MR / PT / NM records, else 2). A 3D record's
+  ``image`` is a DICOM series folder or a NIfTI volume;
+* truth for 3D records: ``mask`` (a NIfTI label map aligned with the volume), ``mask_labels``
+  ``{finding: label value}`` and ``lesion_slices`` ``{finding: [slice index, ...]}`` (indices along the
+  volume's Z axis as :mod:`monai_medunic.transforms.volume` loads it).
 
 JSONL: one JSON object per line with those keys (blank lines are ignored). CSV: columns ``image``
 (several paths joined by ``|``), ``report``, ``report_sr``, ``language``, ``split``, ``study_uid``,
-``view``, one ``label:<Finding>`` column per finding (``0``, ``1`` or empty) and ``translation:<lang>``
-columns.
+``view``, ``modality``, ``spatial_dims``, ``mask``, one ``label:<Finding>`` column per finding (``0``,
+``1`` or empty), ``translation:<lang>`` columns, and the structured fields (``mask_labels``,
+``lesion_slices``) as JSON text.
 
 Validation on load. A bad record raises :class:`monai_medunic.errors.ManifestError` naming the file,
 the line and the field (``on_error="raise"``), or is skipped with the reason logged and counted
@@ -26,7 +33,10 @@ the line and the field (``on_error="raise"``), or is skipped with the reason log
   without a ``view`` is classified from its first image's DICOM header
   (:func:`monai_medunic.transforms.views.classify_view`);
 * ``unknown_view``: with ``frontal_only`` and ``keep_unknown_views=False``;
-* ``other_split``: when a ``split`` is requested.
+* ``other_split``: when a ``split`` is requested;
+* ``other_dimension``: the record's ``spatial_dims`` is not among ``dimensions`` (default: 2D only,
+  so consumers of radiographs see exactly the radiograph records of a mixed 2D + 3D manifest);
+* ``other_modality``: when ``modalities`` are requested and the record's modality is not one of them.
 
 :class:`ManifestSummary` holds the counts and is logged; no record is dropped silently. Report text
 is never logged.
@@ -48,6 +58,7 @@ from monai_medunic.errors import ConfigurationError, DataError, ManifestError
 
 __all__ = [
     "SPLITS",
+    "VOLUME_MODALITIES",
     "ManifestRecord",
     "ManifestSummary",
     "ManifestLoadResult",
@@ -62,6 +73,8 @@ logger = logging.getLogger(__name__)
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 _SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 _VIEWS = ("frontal", "lateral", "unknown")
+VOLUME_MODALITIES: tuple[str, ...] = ("CT", "MR", "PT", "NM")
+_JSON_COLUMNS = ("mask_labels", "lesion_slices")
 _NON_DICOM_EXT = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".nii", ".nii.gz", ".npy", ".npz")
 
 
@@ -85,6 +98,11 @@ class ManifestRecord:
         report_sr: the SR document the report came from, if any.
         translations: the report in other languages, ``{language: text}``.
         line: the record's 1-based line in the manifest (CSV: counting the header as line 1).
+        modality: the DICOM modality (``CR``, ``DX``, ``CT`` ...) if the manifest states it.
+        spatial_dims: 2 (a radiograph) or 3 (a volume: a DICOM series folder or a NIfTI file).
+        mask: 3D records: the absolute path of a NIfTI label map aligned with the volume.
+        mask_labels: 3D records: ``{finding: label value in mask}``.
+        lesion_slices: 3D records: ``{finding: sorted slice indices}`` (Z axis of the loaded volume).
     """
 
     image_paths: list[str]
@@ -97,6 +115,11 @@ class ManifestRecord:
     report_sr: str | None = None
     translations: dict[str, str] = field(default_factory=dict)
     line: int | None = None
+    modality: str | None = None
+    spatial_dims: int = 2
+    mask: str | None = None
+    mask_labels: dict[str, int] | None = None
+    lesion_slices: dict[str, list[int]] | None = None
 
     def to_json_dict(self, root: str | os.PathLike | None = None) -> dict[str, Any]:
         """The record as a JSONL object; paths below ``root`` are written relative to it."""
@@ -122,6 +145,16 @@ class ManifestRecord:
             out["view"] = self.view
         if self.translations:
             out["translations"] = dict(self.translations)
+        if self.modality is not None:
+            out["modality"] = self.modality
+        if self.spatial_dims != 2:
+            out["spatial_dims"] = self.spatial_dims
+        if self.mask is not None:
+            out["mask"] = rel(self.mask)
+        if self.mask_labels is not None:
+            out["mask_labels"] = dict(self.mask_labels)
+        if self.lesion_slices is not None:
+            out["lesion_slices"] = {k: list(v) for k, v in self.lesion_slices.items()}
         return out
 
 
@@ -205,8 +238,64 @@ def _parse_labels(value: Any) -> dict[str, int] | None:
     return out
 
 
+def _modality(raw: Mapping[str, Any]) -> str | None:
+    value = raw.get("modality")
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str) or not value.strip().isalnum() or len(value.strip()) > 16:
+        raise _Invalid("modality", "invalid_modality", f"'modality' must be a DICOM modality code such as CR, DX or CT, got {value!r}")
+    return value.strip().upper()
+
+
+def _spatial_dims(raw: Mapping[str, Any]) -> int:
+    """2 or 3: the record's ``spatial_dims``, else 3 for a volume modality (:data:`VOLUME_MODALITIES`), else 2."""
+    value = raw.get("spatial_dims")
+    if value in (None, ""):
+        return 3 if _modality(raw) in VOLUME_MODALITIES else 2
+    if isinstance(value, bool) or not (
+        (isinstance(value, int) and value in (2, 3)) or (isinstance(value, str) and value.strip() in ("2", "3"))
+    ):
+        raise _Invalid("spatial_dims", "invalid_spatial_dims", f"'spatial_dims' must be 2 or 3, got {value!r}")
+    return int(value)
+
+
+def _parse_mask_labels(value: Any) -> dict[str, int] | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or not value:
+        raise _Invalid("mask_labels", "invalid_mask_labels", "'mask_labels' must be a non-empty object {finding: label value}")
+    out: dict[str, int] = {}
+    for k, v in value.items():
+        if not isinstance(k, str) or not k.strip() or isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 255:
+            raise _Invalid("mask_labels", "invalid_mask_labels", f"mask label of {k!r} must be an integer in 1..255, got {v!r}")
+        out[k] = v
+    if len(set(out.values())) != len(out):
+        raise _Invalid("mask_labels", "invalid_mask_labels", f"two findings share a mask label value: {out}")
+    return out
+
+
+def _parse_lesion_slices(value: Any) -> dict[str, list[int]] | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise _Invalid("lesion_slices", "invalid_lesion_slices", "'lesion_slices' must be an object {finding: [slice index, ...]}")
+    out: dict[str, list[int]] = {}
+    for k, v in value.items():
+        if (
+            not isinstance(k, str)
+            or not isinstance(v, list)
+            or not v
+            or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in v)
+        ):
+            raise _Invalid(
+                "lesion_slices", "invalid_lesion_slices", f"slices of {k!r} must be a non-empty list of slice indices >= 0"
+            )
+        out[k] = sorted(set(v))
+    return out
+
+
 def _validate(
-    raw: Mapping[str, Any], root: str, check_files: bool, read_sr: bool, line: int
+    raw: Mapping[str, Any], root: str, check_files: bool, read_sr: bool, line: int, dims: int = 2
 ) -> ManifestRecord:
     from monai_medunic.text.languages import validate_language_code
 
@@ -217,8 +306,22 @@ def _validate(
     paths = [_resolve(root, p.strip()) for p in images]
     if check_files:
         for p in paths:
-            if not os.path.isfile(p):
+            if dims == 3 and not os.path.exists(p):
+                raise _Invalid("image", "missing_image_file", f"volume (DICOM series folder or NIfTI file) does not exist: {p}")
+            if dims == 2 and not os.path.isfile(p):
                 raise _Invalid("image", "missing_image_file", f"image file does not exist: {p}")
+    mask = raw.get("mask")
+    mask_path = None
+    if mask not in (None, ""):
+        if dims != 3:
+            raise _Invalid("mask", "invalid_mask", "'mask' (a label map) belongs to 3D records; radiographs give 'masks' per finding")
+        if not isinstance(mask, str):
+            raise _Invalid("mask", "invalid_mask", "'mask' must be the path of a NIfTI label map")
+        mask_path = _resolve(root, mask.strip())
+        if check_files and not os.path.isfile(mask_path):
+            raise _Invalid("mask", "missing_mask_file", f"mask file does not exist: {mask_path}")
+    mask_labels = _parse_mask_labels(raw.get("mask_labels"))
+    lesion_slices = _parse_lesion_slices(raw.get("lesion_slices"))
     report = raw.get("report")
     report_sr = raw.get("report_sr")
     sr_path = None
@@ -279,6 +382,11 @@ def _validate(
         report_sr=sr_path,
         translations=dict(translations),
         line=line,
+        modality=_modality(raw),
+        spatial_dims=dims,
+        mask=mask_path,
+        mask_labels=mask_labels,
+        lesion_slices=lesion_slices,
     )
 
 
@@ -291,6 +399,10 @@ def _iter_jsonl(path: str) -> Iterator[tuple[int, Any, str | None]]:
                 yield lineno, json.loads(text), None
             except json.JSONDecodeError as err:
                 yield lineno, None, f"invalid JSON ({err.msg} at column {err.colno})"
+
+
+class _BadJSON(str):
+    """A CSV cell of a JSON column that is not JSON (rejected by that field's validation)."""
 
 
 def _csv_value(v: str | None) -> str | None:
@@ -324,6 +436,11 @@ def _iter_csv(path: str) -> Iterator[tuple[int, Any, str | None]]:
                     rec["image"] = [p.strip() for p in v.split("|")] if v else None
                     if rec["image"] is not None and len(rec["image"]) == 1:
                         rec["image"] = rec["image"][0]
+                elif key in _JSON_COLUMNS and v is not None:
+                    try:
+                        rec[key] = json.loads(v)
+                    except json.JSONDecodeError:
+                        rec[key] = _BadJSON(v)
                 else:
                     rec[key] = v
             rec["labels"] = labels or None
@@ -360,6 +477,8 @@ def load_manifest(
     keep_unknown_views: bool = True,
     check_files: bool = True,
     read_sr: bool = True,
+    dimensions: int | Sequence[int] | None = 2,
+    modalities: str | Sequence[str] | None = None,
 ) -> ManifestLoadResult:
     """Read, validate and filter a JSONL or CSV manifest.
 
@@ -374,6 +493,11 @@ def load_manifest(
         keep_unknown_views: with ``frontal_only``, keep records whose view cannot be determined.
         check_files: check that every image file exists.
         read_sr: read the report text of records that give only ``report_sr``.
+        dimensions: keep records of these ``spatial_dims`` (``2``: radiographs, the default; ``3``:
+            volumes; ``(2, 3)`` or ``None``: both). Others are dropped as ``other_dimension`` before
+            their other fields are validated.
+        modalities: keep only records of these modalities (e.g. ``"CT"`` or ``("CR", "DX")``); records
+            of another or of no stated modality are dropped as ``other_modality``. ``None``: any.
 
     Returns:
         The kept records and a :class:`ManifestSummary` (also logged).
@@ -388,6 +512,8 @@ def load_manifest(
         raise ConfigurationError(f"split must be one of {SPLITS} or None, got {split!r}")
     if min_report_tokens < 0:
         raise ConfigurationError(f"min_report_tokens must be >= 0, got {min_report_tokens}")
+    wanted_dims = _wanted_dimensions(dimensions)
+    wanted_modalities = _wanted_modalities(modalities)
     p = os.fspath(path)
     if not os.path.exists(p):
         raise ManifestError("manifest file does not exist", path=p)
@@ -406,11 +532,18 @@ def load_manifest(
                     raise _Invalid(None, "invalid_json" if fmt == "jsonl" else "invalid_csv_row", parse_error)
                 if not isinstance(raw, Mapping):
                     raise _Invalid(None, "invalid_record", f"a record must be a JSON object, got {type(raw).__name__}")
-                record = _validate(raw, root, check_files, read_sr, lineno)
+                dims = _spatial_dims(raw)
+                if wanted_dims is not None and dims not in wanted_dims:
+                    summary.dropped["other_dimension"] += 1
+                    continue
+                if wanted_modalities is not None and _modality(raw) not in wanted_modalities:
+                    summary.dropped["other_modality"] += 1
+                    continue
+                record = _validate(raw, root, check_files, read_sr, lineno, dims)
                 if count_report_tokens(record.report) < min_report_tokens:
                     summary.dropped["short_report"] += 1
                     continue
-                if frontal_only:
+                if frontal_only and record.spatial_dims == 2:
                     try:
                         view = _view_of(record)
                     except DataError as err:
@@ -449,6 +582,24 @@ def load_manifest(
     return ManifestLoadResult(records=records, summary=summary)
 
 
+def _wanted_dimensions(dimensions: int | Sequence[int] | None) -> frozenset[int] | None:
+    if dimensions is None:
+        return None
+    dims = [dimensions] if isinstance(dimensions, int) else list(dimensions)
+    if not dims or any(isinstance(d, bool) or d not in (2, 3) for d in dims):
+        raise ConfigurationError(f"dimensions must be 2, 3, a list of them, or None (all), got {dimensions!r}")
+    return frozenset(int(d) for d in dims)
+
+
+def _wanted_modalities(modalities: str | Sequence[str] | None) -> frozenset[str] | None:
+    if modalities is None:
+        return None
+    mods = [modalities] if isinstance(modalities, str) else list(modalities)
+    if not mods or not all(isinstance(m, str) and m.strip() for m in mods):
+        raise ConfigurationError(f"modalities must be a modality code, a list of them, or None (any), got {modalities!r}")
+    return frozenset(m.strip().upper() for m in mods)
+
+
 def write_manifest(records: Sequence[ManifestRecord], path: str | os.PathLike) -> str:
     """Write records as JSONL or CSV (by the suffix); image paths below the manifest's folder become relative."""
     p = os.fspath(path)
@@ -467,6 +618,9 @@ def write_manifest(records: Sequence[ManifestRecord], path: str | os.PathLike) -
         label_names += [k for k in (r.labels or {}) if k not in label_names]
         langs += [k for k in r.translations if k not in langs]
     columns = ["image", "report", "report_sr", "language", "split", "study_uid", "view"]
+    # the newer columns only when a record uses them, so a radiograph-only CSV keeps its layout
+    extra = [c for c in ("modality", "spatial_dims", "mask", *_JSON_COLUMNS) if any(c in row for row in rows)]
+    columns += extra
     columns += [f"label:{n}" for n in label_names] + [f"translation:{lang}" for lang in langs]
     with open(p, "w", encoding="utf-8", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns)
@@ -482,6 +636,9 @@ def write_manifest(records: Sequence[ManifestRecord], path: str | os.PathLike) -
                 "study_uid": r.study_uid or "",
                 "view": r.view or "",
             }
+            for c in extra:
+                value = row.get(c, "")
+                out[c] = json.dumps(value, ensure_ascii=False) if c in _JSON_COLUMNS and value != "" else value
             for n in label_names:
                 out[f"label:{n}"] = "" if r.labels is None or n not in r.labels else r.labels[n]
             for lang in langs:
@@ -499,6 +656,10 @@ def records_to_data_dicts(
     ``"split"``, ``"study_uid"``, ``"view"`` and, when ``findings`` is given or any record has labels,
     ``"labels"``: a list of floats in the order of ``findings`` (default: the label names in first-seen
     order), ``nan`` where a record has no label for a finding.
+
+    3D records also have ``"spatial_dims"`` (3), and where the manifest gives them ``"modality"``,
+    ``"mask"`` (the label map's path), ``"mask_labels"`` and ``"lesion_slices"``. The dicts of 2D
+    records are unchanged by these fields.
     """
     if findings is None:
         names: list[str] = []
@@ -518,5 +679,11 @@ def records_to_data_dicts(
         if findings:
             labels = r.labels or {}
             d["labels"] = [float(labels[f]) if f in labels else float("nan") for f in findings]
+        if r.spatial_dims == 3:
+            d["spatial_dims"] = 3
+            for key in ("modality", "mask", "mask_labels", "lesion_slices"):
+                value = getattr(r, key)
+                if value is not None:
+                    d[key] = value
         out.append(d)
     return out

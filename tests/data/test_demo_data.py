@@ -73,6 +73,8 @@ def test_deterministic_for_a_seed(tmp_path, demo) -> None:
 
 def test_counts_splits_languages_and_info_file(demo) -> None:
     rows = [json.loads(line) for line in open(demo.manifest_path, encoding="utf-8")]
+    assert sum(r.get("modality") == "CT" for r in rows) == demo.num_ct_studies == 2  # default: at least 2
+    rows = [r for r in rows if r.get("modality") != "CT"]
     assert len(rows) == demo.num_images == demo.num_frontal + demo.num_lateral
     assert demo.num_frontal == N and demo.num_lateral > 0 and demo.num_sr > 0 and demo.num_jpeg2000 > 0
     studies = {r["study_uid"]: r for r in rows}
@@ -103,9 +105,10 @@ def test_prevalence_and_normal_fraction_of_the_sampler() -> None:
 def test_manifest_loader_filters_laterals_and_short_reports(demo) -> None:
     res = load_manifest(demo.manifest_path)
     s = res.summary
-    assert s.total == demo.num_images
+    assert s.total == demo.num_images + demo.num_ct_studies
     assert s.kept + s.num_dropped == s.total
-    assert set(s.dropped) <= {"lateral_view", "short_report"}
+    assert set(s.dropped) <= {"lateral_view", "short_report", "other_dimension"}
+    assert s.dropped["other_dimension"] == demo.num_ct_studies  # the CT records: not for a 2D consumer
     assert all(r.view in ("frontal",) for r in res.records)  # every demo frontal is recognisable
     lateral_short = demo.num_lateral - s.dropped["lateral_view"]
     assert 0 <= lateral_short <= demo.num_short_reports
@@ -125,6 +128,8 @@ def test_images_decode_with_consistent_polarity(demo) -> None:
     rows = [json.loads(line) for line in open(demo.manifest_path, encoding="utf-8")]
     seen = Counter()
     for r in rows:
+        if r.get("spatial_dims") == 3:
+            continue
         path = os.path.join(demo.out_dir, r["image"])
         raw = pydicom.dcmread(path)
         img = load(path)

@@ -21,7 +21,8 @@ def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("valid") / "demo"
     # many laterals, SRs and J2K, every storage variant of a few dozen studies
     return generate_demo_dataset(
-        out, num_studies=30, seed=24, image_size=96, lateral_fraction=0.5, sr_fraction=0.5, jpeg2000_fraction=0.3
+        out, num_studies=30, seed=24, image_size=96, lateral_fraction=0.5, sr_fraction=0.5, jpeg2000_fraction=0.3,
+        num_ct_studies=2, ct_shape=(20, 64, 64),
     )
 
 
@@ -56,13 +57,13 @@ def test_every_demo_dicom_object_passes_dciodvfy(demo) -> None:
             failures[os.path.relpath(p, demo.out_dir)] = errors
     assert failures == {}, failures
     modalities = {k.split(":")[0] for k in kinds}
-    assert {"CR", "DX", "SR"} <= modalities, kinds
+    assert {"CR", "DX", "SR", "CT"} <= modalities, kinds
     # both DX SOP classes: FOR PRESENTATION (with a window) and FOR PROCESSING (without)
     assert {k for k in kinds if k.startswith("DX")} == {
         "DX:Digital X-Ray Image Storage - For Presentation",
         "DX:Digital X-Ray Image Storage - For Processing",
     }, kinds
-    assert len(files) == demo.num_images + demo.num_sr
+    assert len(files) == demo.num_images + demo.num_sr + demo.num_ct_slices
 
 
 def test_dciodvfy_catches_what_was_missing(demo, tmp_path) -> None:

@@ -1,4 +1,4 @@
-"""The embedded demo dataset: synthetic bilingual chest-radiograph studies written as real DICOM.
+"""The embedded demo dataset: synthetic bilingual chest radiograph and chest CT studies written as real DICOM.
 
 This is the project's default data (``make demo``, the end-to-end tests, the bundles' defaults). It is
 generated, not downloaded: :func:`generate_demo_dataset` draws, from a seed, chest radiograph
@@ -17,7 +17,19 @@ diaphragm, exposure and noise) with findings at controlled prevalence, and write
   (``train`` / ``val`` / ``test``, 70/15/15 by study) and ``study_uid``. Records carry no ``view``:
   the loader classifies each image from its DICOM header, so lateral views are filtered by the view
   rule (:func:`monai_medunic.transforms.views.classify_view`);
+* ``out_dir/ct/study_<n>/`` chest CT studies (:mod:`~monai_medunic.data.demo.ct`): one axial CT
+  series each (64 x 128 x 128 voxels by default, HU through Rescale Slope / Intercept), by default one
+  per 40 radiograph studies and at least 2 (:func:`default_ct_studies`; ``num_ct_studies=0`` or
+  ``medunic demo-data --no-ct`` for none), with a bilingual report inline in the manifest;
+* ``out_dir/truth/`` the ground truth, a tree that mirrors the images': per CT study
+  ``truth/ct/study_<n>/mask.nii.gz``, a label map aligned with the series;
 * ``out_dir/demo_info.json`` the counts of :class:`DemoDatasetInfo`.
+
+CT records in the manifest have ``modality`` ``"CT"``, ``spatial_dims`` 3, ``image`` the series
+folder, ``labels`` over :data:`CT_FINDINGS`, ``mask``, ``mask_labels`` and ``lesion_slices``
+(``{finding: [slice index, ...]}`` along the loaded volume's Z axis). The manifest loader and
+:func:`~monai_medunic.data.datalist.manifest_datalist` give radiograph records only unless asked for
+``dimensions=3``, so radiograph consumers see what they saw before CT was added.
 
 Findings (:data:`DEMO_FINDINGS`) and how they look, chosen to stay visible at 96-128 px:
 
@@ -44,8 +56,10 @@ The package's modules:
 * :mod:`~monai_medunic.data.demo.cases`: the findings, their Spanish names and prevalence, and the
   sampler of a study's truth (:class:`DemoCase`);
 * :mod:`~monai_medunic.data.demo.cxr`: the chest radiograph phantoms;
-* :mod:`~monai_medunic.data.demo.reports`: the bilingual report templates;
-* :mod:`~monai_medunic.data.demo.dicom_io`: the DICOM objects (CR / DX images, Comprehensive SR);
+* :mod:`~monai_medunic.data.demo.ct`: the chest CT phantoms (:func:`render_chest_ct`);
+* :mod:`~monai_medunic.data.demo.reports`: the bilingual report templates (radiograph and CT);
+* :mod:`~monai_medunic.data.demo.dicom_io`: the DICOM objects (CR / DX images, CT series, Comprehensive SR);
+* :mod:`~monai_medunic.data.demo.truth`: the ground truth files (NIfTI masks);
 * :mod:`~monai_medunic.data.demo.generate`: the driver (:func:`generate_demo_dataset`) and
   ``medunic demo-data`` (:func:`cli_main`).
 
@@ -56,9 +70,19 @@ dataset byte for byte.
 
 
 from monai_medunic.data.demo.cases import DEFAULT_PREVALENCE, DEMO_FINDINGS, SPANISH_NAMES, DemoCase, sample_case
+from monai_medunic.data.demo.ct import (
+    CT_DEFAULT_PREVALENCE,
+    CT_DEFAULT_SHAPE,
+    CT_FINDINGS,
+    CT_MASK_LABELS,
+    CTCase,
+    CTPhantom,
+    render_chest_ct,
+    sample_ct_case,
+)
 from monai_medunic.data.demo.cxr import render_chest_phantom
-from monai_medunic.data.demo.generate import DemoDatasetInfo, cli_main, generate_demo_dataset
-from monai_medunic.data.demo.reports import compose_report
+from monai_medunic.data.demo.generate import DemoDatasetInfo, cli_main, default_ct_studies, generate_demo_dataset
+from monai_medunic.data.demo.reports import compose_ct_report, compose_report
 
 __all__ = [
     "DEMO_FINDINGS",
@@ -70,5 +94,15 @@ __all__ = [
     "render_chest_phantom",
     "compose_report",
     "generate_demo_dataset",
+    "default_ct_studies",
     "cli_main",
+    "CT_FINDINGS",
+    "CT_MASK_LABELS",
+    "CT_DEFAULT_PREVALENCE",
+    "CT_DEFAULT_SHAPE",
+    "CTCase",
+    "CTPhantom",
+    "sample_ct_case",
+    "render_chest_ct",
+    "compose_ct_report",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,11 +18,12 @@ from pydicom.uid import (
 
 from monai_medunic.data.demo.cases import DemoCase
 
-__all__ = ["CR_STORAGE", "DX_PRESENTATION_STORAGE", "DX_PROCESSING_STORAGE"]
+__all__ = ["CR_STORAGE", "DX_PRESENTATION_STORAGE", "DX_PROCESSING_STORAGE", "CT_STORAGE", "write_ct_series"]
 
 CR_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
 DX_PRESENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.1.1"
 DX_PROCESSING_STORAGE = "1.2.840.10008.5.1.4.1.1.1.1.1"
+CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 _UID_PREFIX = "1.2.826.0.1.3680043.8.498."  # pydicom's root; suffixes are hashes of the seed and study
 
 
@@ -62,9 +64,9 @@ def _uid(seed: int, *parts: Any) -> str:
     return generate_uid(prefix=_UID_PREFIX, entropy_srcs=["monai-medunic-demo", str(seed), *map(str, parts)])
 
 
-def _patient(ds: Dataset, seed: int, index: int, rng_sex: str) -> None:
-    ds.PatientName = f"SYNTHETIC^DEMO^{index + 1:04d}"
-    ds.PatientID = f"SYNTH-{seed}-{index + 1:04d}"
+def _patient(ds: Dataset, seed: int, index: int, rng_sex: str, kind: str = "") -> None:
+    ds.PatientName = f"SYNTHETIC^DEMO{kind}^{index + 1:04d}"
+    ds.PatientID = f"SYNTH-{seed}-{kind}{index + 1:04d}"
     ds.PatientBirthDate = "19000101"
     ds.PatientSex = rng_sex
     ds.PatientIdentityRemoved = "YES"
@@ -180,6 +182,193 @@ def _image_dataset(
         # lossless: the same instance, so keep the SOP Instance UID (pydicom would make a new one)
         ds.compress(JPEG2000Lossless, stored, encoding_plugin="pylibjpeg", generate_instance_uid=False)
     return ds
+
+
+_LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"})
+
+
+def _element_bytes(tag: int, vr: str, value: bytes) -> bytes:
+    """One data element in Explicit VR Little Endian (PS3.5 7.1.2), value padded to even length."""
+    import struct
+
+    if len(value) % 2:
+        value += b"\0" if vr in ("UI", "OB") else b" "
+    if vr in _LONG_VRS:
+        return struct.pack("<HH2s2xI", tag >> 16, tag & 0xFFFF, vr.encode("ascii"), len(value)) + value
+    return struct.pack("<HH2sH", tag >> 16, tag & 0xFFFF, vr.encode("ascii"), len(value)) + value
+
+
+def _ds(value: float) -> str:
+    """A Decimal String of at most 4 decimals, without trailing zeros."""
+    text = f"{round(float(value), 4):.4f}".rstrip("0").rstrip(".")
+    return "0" if text in ("", "-0") else text
+
+
+class _SeriesEncoder:
+    """Encodes instances that share all but a few elements, in exactly the bytes ``save_as`` writes.
+
+    The shared elements and the file meta are encoded once (by pydicom); per instance only the SOP
+    Instance UID, a few short elements and the pixel data are encoded, then everything is joined in
+    tag order (Explicit VR Little Endian needs no other context). This writes a 64-slice CT series
+    several times faster than 64 ``save_as`` calls; a test compares the bytes with ``save_as``.
+    """
+
+    _META_UID = 0x00020003  # Media Storage SOP Instance UID
+    _META_LENGTH = 0x00020000  # File Meta Information Group Length
+
+    def __init__(self, shared: Dataset, sop_class: str) -> None:
+        from pydicom.charset import convert_encodings
+        from pydicom.filebase import DicomBytesIO
+        from pydicom.filewriter import write_file_meta_info
+
+        self.encodings = convert_encodings(shared.get("SpecificCharacterSet", "ISO_IR 6"))
+        self.encoded = {int(elem.tag): self._encode(elem) for elem in shared}
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = sop_class
+        meta.MediaStorageSOPInstanceUID = "1.2"  # placeholder: replaced per instance
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+        write_file_meta_info(DicomBytesIO(), meta, enforce_standard=True)  # completes the meta as save_as does
+        self.meta = {int(e.tag): self._encode(e) for e in meta if int(e.tag) not in (self._META_UID, self._META_LENGTH)}
+
+    def _encode(self, elem: Any) -> bytes:
+        from pydicom.filebase import DicomBytesIO
+        from pydicom.filewriter import write_data_element
+
+        fp = DicomBytesIO()
+        fp.is_little_endian, fp.is_implicit_VR = True, False
+        write_data_element(fp, elem, self.encodings)
+        return fp.getvalue()
+
+    def encode(self, sop_uid: str, varying: Sequence[tuple[int, str, bytes]]) -> bytes:
+        """The file's bytes: ``varying`` holds ``(tag, VR, value bytes)`` of the per-instance elements."""
+        import struct
+
+        meta = dict(self.meta)
+        meta[self._META_UID] = _element_bytes(self._META_UID, "UI", sop_uid.encode("ascii"))
+        group = b"".join(meta[t] for t in sorted(meta))
+        parts = dict(self.encoded)
+        parts[0x00080018] = _element_bytes(0x00080018, "UI", sop_uid.encode("ascii"))  # SOP Instance UID
+        for tag, vr, value in varying:
+            parts[tag] = _element_bytes(tag, vr, value)
+        return b"".join(
+            [b"\0" * 128, b"DICM", _element_bytes(self._META_LENGTH, "UL", struct.pack("<I", len(group))), group]
+            + [parts[t] for t in sorted(parts)]
+        )
+
+
+def _ct_shared_dataset(
+    shape: tuple[int, int, int],
+    spacing: tuple[float, float, float],
+    *,
+    seed: int,
+    index: int,
+    study_uid: str,
+    series_uid: str,
+    frame_uid: str,
+    study_date: str,
+    sex: str,
+    language: str,
+) -> Dataset:
+    dz, row_sp, col_sp = (float(v) for v in spacing)
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    ds.SOPClassUID = CT_STORAGE
+    ds.StudyInstanceUID = study_uid
+    ds.SeriesInstanceUID = series_uid
+    ds.FrameOfReferenceUID = frame_uid
+    ds.PositionReferenceIndicator = ""
+    ds.StudyID = f"DEMOCT{index + 1:05d}"
+    ds.AccessionNumber = f"SYNCT{seed % 1000:03d}{index + 1:05d}"
+    ds.StudyDate = ds.SeriesDate = ds.ContentDate = ds.AcquisitionDate = study_date
+    ds.StudyTime = ds.SeriesTime = ds.ContentTime = ds.AcquisitionTime = "120000"
+    ds.StudyDescription = "SYNTHETIC CHEST CT (DEMO)"
+    ds.SeriesDescription = "CHEST AXIAL" if language == "en" else "TORAX AXIAL"
+    ds.ReferringPhysicianName = ""
+    _patient(ds, seed, index, sex, kind="CT")
+    ds.Modality = "CT"
+    ds.Manufacturer = "monai-medunic synthetic phantom"
+    ds.InstitutionName = "SYNTHETIC DEMO HOSPITAL"
+    ds.BodyPartExamined = "CHEST"
+    ds.PatientPosition = "HFS"
+    ds.SeriesNumber = 2
+    ds.AcquisitionNumber = 1
+    ds.KVP = 120
+    ds.SliceThickness = round(dz, 4)
+    ds.SpacingBetweenSlices = round(dz, 4)
+    ds.PixelSpacing = [round(row_sp, 6), round(col_sp, 6)]
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    ds.Rows, ds.Columns = int(shape[1]), int(shape[2])
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = 16
+    ds.BitsStored = 12
+    ds.HighBit = 11
+    ds.PixelRepresentation = 0
+    ds.RescaleIntercept = -1024
+    ds.RescaleSlope = 1
+    ds.RescaleType = "HU"
+    ds.WindowCenter = [40, -600]
+    ds.WindowWidth = [400, 1500]
+    ds.WindowCenterWidthExplanation = ["MEDIASTINUM", "LUNG"]
+    ds.BurnedInAnnotation = "NO"
+    ds.LossyImageCompression = "00"
+    return ds
+
+
+def _ct_slice_elements(stored: np.ndarray, k: int, origin: Sequence[float], dz: float) -> list[tuple[int, str, bytes]]:
+    """Instance Number, Image Position, Slice Location and Pixel Data of slice ``k``."""
+    z_k = float(origin[2]) + k * dz
+    position = "\\".join(_ds(v) for v in (origin[0], origin[1], z_k))
+    return [
+        (0x00200013, "IS", str(k + 1).encode("ascii")),  # Instance Number
+        (0x00200032, "DS", position.encode("ascii")),  # Image Position (Patient)
+        (0x00201041, "DS", _ds(z_k).encode("ascii")),  # Slice Location
+        (0x7FE00010, "OW", stored[k].tobytes()),  # Pixel Data
+    ]
+
+
+def write_ct_series(
+    folder: str,
+    hu: np.ndarray,
+    spacing: tuple[float, float, float],
+    origin: tuple[float, float, float],
+    *,
+    seed: int,
+    index: int,
+    study_uid: str,
+    series_uid: str,
+    frame_uid: str,
+    study_date: str,
+    sex: str,
+    language: str,
+) -> list[str]:
+    """Write a ``(slices, rows, columns)`` HU volume as a CT Image Storage series, one file per slice.
+
+    Stored values are ``HU + 1024`` in 12 bits (Rescale Slope 1, Intercept -1024, Rescale Type HU), so
+    the loader's Modality LUT gives back the HU up to rounding. Axial slices (Image Orientation
+    ``1\\0\\0\\0\\1\\0``), Image Position of slice ``k`` at ``origin + k * spacing[0]`` along +z
+    (inferior to superior) and Instance Number ``k + 1``, so sorting by position or by instance number
+    gives the same order. Two windows (mediastinum, lung) are stated; the patient lies head first
+    supine. Returns the written paths (``slice_0001.dcm`` ...).
+    """
+    import os
+
+    stored = np.rint(np.clip(hu, -1024.0, 3071.0) + 1024.0).astype(np.uint16)
+    shared = _ct_shared_dataset(
+        stored.shape, spacing, seed=seed, index=index, study_uid=study_uid, series_uid=series_uid,
+        frame_uid=frame_uid, study_date=study_date, sex=sex, language=language,
+    )
+    encoder = _SeriesEncoder(shared, CT_STORAGE)
+    os.makedirs(folder, exist_ok=True)
+    paths = []
+    for k in range(stored.shape[0]):
+        path = os.path.join(folder, f"slice_{k + 1:04d}.dcm")
+        with open(path, "wb") as fh:
+            fh.write(encoder.encode(_uid(seed, index, "ct-image", k), _ct_slice_elements(stored, k, origin, float(spacing[0]))))
+        paths.append(path)
+    return paths
 
 
 def _code_item(code: Any) -> Dataset:

@@ -18,12 +18,14 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from monai_medunic.data.demo.cases import DEMO_FINDINGS, sample_case
+from monai_medunic.data.demo.ct import CT_DEFAULT_SHAPE, CT_FINDINGS, CT_MASK_LABELS, render_chest_ct, sample_ct_case
 from monai_medunic.data.demo.cxr import render_chest_phantom
-from monai_medunic.data.demo.dicom_io import _image_dataset, _QuietLoggers, _sample_storage, _sr_dataset, _uid
-from monai_medunic.data.demo.reports import _report_text, compose_report
+from monai_medunic.data.demo.dicom_io import _image_dataset, _QuietLoggers, _sample_storage, _sr_dataset, _uid, write_ct_series
+from monai_medunic.data.demo.reports import _report_text, compose_ct_report, compose_report
+from monai_medunic.data.demo.truth import ct_affine, write_label_nifti
 from monai_medunic.errors import ConfigurationError
 
-__all__ = ["DemoDatasetInfo", "generate_demo_dataset", "cli_main"]
+__all__ = ["DemoDatasetInfo", "generate_demo_dataset", "default_ct_studies", "cli_main"]
 
 logger = logging.getLogger("monai_medunic.data.demo")
 
@@ -51,18 +53,27 @@ class DemoDatasetInfo:
     modalities: dict[str, int] = field(default_factory=dict)
     bits_stored: dict[str, int] = field(default_factory=dict)
     windows: dict[str, int] = field(default_factory=dict)
+    num_ct_studies: int = 0
+    num_ct_slices: int = 0
+    ct_shape: tuple[int, ...] = ()
+    ct_findings: tuple[str, ...] = CT_FINDINGS
+    ct_prevalence: dict[str, float] = field(default_factory=dict)
+    ct_splits: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    seconds_by_part: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["findings"] = list(self.findings)
+        d["ct_findings"] = list(self.ct_findings)
+        d["ct_shape"] = list(self.ct_shape)
         return d
 
 
-def _split_of(num_studies: int, seed: int, fractions: Sequence[float]) -> list[str]:
+def _split_of(num_studies: int, seed: int, fractions: Sequence[float], stream: int = 0) -> list[str]:
     if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-6:
         raise ConfigurationError(f"split_fractions must be three non-negative numbers summing to 1, got {fractions}")
-    order = np.random.default_rng([seed, 7919]).permutation(num_studies)
+    order = np.random.default_rng([seed, 7919] + ([stream] if stream else [])).permutation(num_studies)
     n_train = int(round(fractions[0] * num_studies))
     n_val = int(round(fractions[1] * num_studies))
     split = ["test"] * num_studies
@@ -177,6 +188,85 @@ def _write_studies(
     return records, counts, label_sums
 
 
+def default_ct_studies(num_studies: int) -> int:
+    """The number of CT studies written next to ``num_studies`` radiograph studies by default.
+
+    One CT study per 40 radiograph studies, at least 2: ``medunic demo``'s 800 studies get 20 chest CT
+    volumes (64 x 128 x 128), which adds about a quarter to the generation time (measured by
+    ``benchmarks/bench_demo_generation.py``), and every demo dataset exercises both dimensions.
+    """
+    return max(2, int(num_studies) // 40)
+
+
+def _write_ct_studies(
+    out: str,
+    num_ct: int,
+    seed: int,
+    shape: Sequence[int],
+    prevalence: Mapping[str, float] | None,
+    spanish_fraction: float,
+    splits: Sequence[str],
+) -> tuple[list[dict[str, Any]], Counter[str], Counter[str]]:
+    """Write the chest CT studies (series, label map, bilingual report); return the manifest records and counts.
+
+    CT study ``i`` draws from its own stream ``(seed, "ct", i)``, so the radiograph studies do not
+    depend on how many CT studies are written, and a smaller CT set is a prefix of a larger one.
+    """
+    base_date = datetime.date(2024, 7, 1)
+    records: list[dict[str, Any]] = []
+    counts: Counter[str] = Counter()
+    label_sums: Counter[str] = Counter()
+    for i in range(num_ct):
+        rng = np.random.default_rng([seed, 3, i])  # "3": the CT stream; radiograph study i uses [seed, i]
+        case = sample_ct_case(rng, i, prevalence, spanish_fraction)
+        sex = "F" if rng.random() < 0.5 else "M"
+        phantom = render_chest_ct(case, rng, shape)
+        report = compose_ct_report(phantom.lesions, rng)
+        lang = case.language
+        other = "en" if lang == "es" else "es"
+        study_uid = _uid(seed, i, "ct-study")
+        study_date = (base_date + datetime.timedelta(days=i % 365)).strftime("%Y%m%d")
+        rel_series = f"ct/study_{i + 1:05d}"
+        write_ct_series(
+            os.path.join(out, rel_series),
+            phantom.hu,
+            phantom.spacing,
+            phantom.origin,
+            seed=seed,
+            index=i,
+            study_uid=study_uid,
+            series_uid=_uid(seed, i, "ct-series"),
+            frame_uid=_uid(seed, i, "ct-frame"),
+            study_date=study_date,
+            sex=sex,
+            language=lang,
+        )
+        rel_mask = f"truth/{rel_series}/mask.nii.gz"
+        write_label_nifti(os.path.join(out, rel_mask), phantom.mask, ct_affine(phantom.spacing, phantom.origin))
+        for f in CT_FINDINGS:
+            label_sums[f] += case.labels[f]
+        counts["ct_studies"] += 1
+        counts["ct_slices"] += int(phantom.hu.shape[0])
+        counts[f"ct_split_{splits[i]}"] += 1
+        records.append(
+            {
+                "image": rel_series,
+                "modality": "CT",
+                "spatial_dims": 3,
+                "report": _report_text(report[lang]),
+                "language": lang,
+                "translations": {other: _report_text(report[other])},
+                "labels": dict(case.labels),
+                "split": splits[i],
+                "study_uid": study_uid,
+                "mask": rel_mask,
+                "mask_labels": {f: CT_MASK_LABELS[f] for f in CT_FINDINGS},
+                "lesion_slices": phantom.lesion_slices(),
+            }
+        )
+    return records, counts, label_sums
+
+
 def generate_demo_dataset(
     out_dir: str | os.PathLike,
     num_studies: int = 300,
@@ -190,12 +280,15 @@ def generate_demo_dataset(
     spanish_fraction: float = 0.5,
     split_fractions: Sequence[float] = (0.7, 0.15, 0.15),
     overwrite: bool = False,
+    num_ct_studies: int | None = None,
+    ct_shape: Sequence[int] = CT_DEFAULT_SHAPE,
+    ct_prevalence: Mapping[str, float] | None = None,
 ) -> DemoDatasetInfo:
-    """Write the synthetic bilingual chest radiograph dataset (see the module docstring).
+    """Write the synthetic bilingual chest radiograph and chest CT dataset (see the package docstring).
 
     Args:
         out_dir: output folder (created). Must be empty or absent unless ``overwrite``.
-        num_studies: number of studies (each has one frontal image; some also a lateral).
+        num_studies: number of radiograph studies (each has one frontal image; some also a lateral).
         seed: the seed; a seed reproduces the dataset exactly. Study ``i`` depends only on ``(seed, i)``.
         image_size: stored rows and columns (square). 256 keeps generation and loading fast; training
             resizes to 96-128 px.
@@ -205,8 +298,13 @@ def generate_demo_dataset(
         jpeg2000_fraction: fraction of images stored JPEG 2000 lossless.
         monochrome1_fraction: fraction of images stored MONOCHROME1.
         spanish_fraction: fraction of studies reported in Spanish (the rest English).
-        split_fractions: train / val / test fractions, assigned by study.
+        split_fractions: train / val / test fractions, assigned by study (radiographs and CT apart).
         overwrite: replace an existing non-empty ``out_dir``.
+        num_ct_studies: number of chest CT studies; ``None`` for :func:`default_ct_studies`
+            (``num_studies // 40``, at least 2), ``0`` for none.
+        ct_shape: CT grid ``(slices, rows, columns)`` (default 64 x 128 x 128).
+        ct_prevalence: per-finding probabilities of the CT studies (default
+            :data:`~monai_medunic.data.demo.ct.CT_DEFAULT_PREVALENCE`).
 
     Returns:
         :class:`DemoDatasetInfo` (also written to ``out_dir/demo_info.json``).
@@ -229,11 +327,19 @@ def generate_demo_dataset(
         unknown = set(prevalence) - set(DEMO_FINDINGS)
         if unknown:
             raise ConfigurationError(f"unknown findings in prevalence: {sorted(unknown)}; known: {DEMO_FINDINGS}")
+    num_ct = default_ct_studies(num_studies) if num_ct_studies is None else int(num_ct_studies)
+    if num_ct < 0:
+        raise ConfigurationError(f"num_ct_studies must be >= 0 (0 writes no CT), got {num_ct_studies}")
+    ct_shape_t = _check_ct_shape(ct_shape)
+    if ct_prevalence is not None:
+        unknown = set(ct_prevalence) - set(CT_FINDINGS)
+        if unknown:
+            raise ConfigurationError(f"unknown findings in ct_prevalence: {sorted(unknown)}; known: {CT_FINDINGS}")
     out = os.fspath(out_dir)
     if os.path.isdir(out) and os.listdir(out):
         if not overwrite:
             raise ConfigurationError(f"{out} is not empty; pass overwrite=True (--overwrite) to replace it")
-        for name in ("dicom", "manifest.jsonl", "demo_info.json"):
+        for name in ("dicom", "ct", "truth", "manifest.jsonl", "demo_info.json"):
             target = os.path.join(out, name)
             if os.path.isdir(target):
                 shutil.rmtree(target)
@@ -241,14 +347,22 @@ def generate_demo_dataset(
                 os.remove(target)
     os.makedirs(os.path.join(out, "dicom"), exist_ok=True)
     splits = _split_of(num_studies, seed, split_fractions)
+    parts: dict[str, float] = {}
     with _QuietLoggers("highdicom", "openjpeg"):
+        t = time.perf_counter()
         records, counts, label_sums = _write_studies(
             out, num_studies, seed, image_size, prevalence, lateral_fraction, sr_fraction, jpeg2000_fraction,
             monochrome1_fraction, spanish_fraction, splits,
         )
+        parts["radiographs"] = round(time.perf_counter() - t, 3)
+        t = time.perf_counter()
+        ct_records, ct_counts, ct_sums = _write_ct_studies(
+            out, num_ct, seed, ct_shape_t, ct_prevalence, spanish_fraction, _split_of(num_ct, seed, split_fractions, stream=3)
+        )
+        parts["ct"] = round(time.perf_counter() - t, 3)
     manifest_path = os.path.join(out, "manifest.jsonl")
     with open(manifest_path, "w", encoding="utf-8") as fh:
-        for rec in records:
+        for rec in records + ct_records:
             fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
     info = DemoDatasetInfo(
         out_dir=out,
@@ -270,39 +384,67 @@ def generate_demo_dataset(
         modalities={k[9:]: v for k, v in sorted(counts.items()) if k.startswith("modality_")},
         bits_stored={k[5:]: v for k, v in sorted(counts.items()) if k.startswith("bits_")},
         windows={k[7:]: v for k, v in sorted(counts.items()) if k.startswith("window_")},
+        num_ct_studies=ct_counts["ct_studies"],
+        num_ct_slices=ct_counts["ct_slices"],
+        ct_shape=ct_shape_t if num_ct else (),
+        ct_prevalence={f: ct_sums[f] / num_ct for f in CT_FINDINGS} if num_ct else {},
+        ct_splits={k[9:]: v for k, v in sorted(ct_counts.items()) if k.startswith("ct_split_")},
     )
     info.seconds = round(time.perf_counter() - start, 3)
+    info.seconds_by_part = parts
     with open(os.path.join(out, "demo_info.json"), "w", encoding="utf-8") as fh:
-        saved = {k: v for k, v in info.to_json().items() if k not in ("seconds", "out_dir")}
+        saved = {k: v for k, v in info.to_json().items() if k not in ("seconds", "seconds_by_part", "out_dir")}
         saved["manifest_path"] = os.path.basename(manifest_path)  # relative: the folder can move
         json.dump(saved, fh, indent=2, ensure_ascii=False)
     logger.info(
-        "demo dataset: %d studies, %d images (%d lateral), %d SR reports, %d JPEG 2000, %d MONOCHROME1 in %.1f s -> %s",
+        "demo dataset: %d studies, %d images (%d lateral), %d SR reports, %d JPEG 2000, %d MONOCHROME1; "
+        "%d CT studies (%d slices) in %.1f s -> %s",
         info.num_studies,
         info.num_images,
         info.num_lateral,
         info.num_sr,
         info.num_jpeg2000,
         info.num_monochrome1,
+        info.num_ct_studies,
+        info.num_ct_slices,
         info.seconds,
         out,
     )
     return info
 
 
+def _check_ct_shape(shape: Sequence[int]) -> tuple[int, int, int]:
+    from monai_medunic.data.demo.ct import _check_shape
+
+    return _check_shape(tuple(shape))
+
+
 def cli_main(argv: Sequence[str]) -> int:
-    """``medunic demo-data --out DIR --studies N --seed S``."""
+    """``medunic demo-data --out DIR [--studies N] [--seed S] [--ct-studies M | --no-ct] [--ct-shape D H W]``."""
     parser = argparse.ArgumentParser(
         prog="medunic demo-data",
-        description="Generate the embedded synthetic bilingual chest radiograph dataset (DICOM + manifest.jsonl).",
+        description=(
+            "Generate the embedded synthetic bilingual dataset: chest radiographs (CR/DX DICOM, reports inline "
+            "or as SR) and chest CT series with voxel masks, and manifest.jsonl."
+        ),
     )
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--studies", type=int, default=300, help="number of studies (default 300)")
+    parser.add_argument("--studies", type=int, default=300, help="number of radiograph studies (default 300)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--image-size", type=int, default=256, help="stored rows/columns (default 256)")
+    parser.add_argument("--image-size", type=int, default=256, help="stored rows/columns of the radiographs (default 256)")
     parser.add_argument("--lateral-fraction", type=float, default=0.2)
     parser.add_argument("--sr-fraction", type=float, default=0.35)
     parser.add_argument("--jpeg2000-fraction", type=float, default=0.2)
+    ct = parser.add_mutually_exclusive_group()
+    ct.add_argument(
+        "--ct-studies", type=int, default=None, metavar="M",
+        help="number of chest CT studies written next to the radiographs (default: studies // 40, at least 2)",
+    )
+    ct.add_argument("--no-ct", action="store_true", help="write no CT studies (radiographs only)")
+    parser.add_argument(
+        "--ct-shape", type=int, nargs=3, default=list(CT_DEFAULT_SHAPE), metavar=("SLICES", "ROWS", "COLUMNS"),
+        help="CT grid (default 64 128 128: 5 mm slices, 2.8 mm pixels)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset in --out")
     args = parser.parse_args(list(argv))
     info = generate_demo_dataset(
@@ -314,12 +456,19 @@ def cli_main(argv: Sequence[str]) -> int:
         sr_fraction=args.sr_fraction,
         jpeg2000_fraction=args.jpeg2000_fraction,
         overwrite=args.overwrite,
+        num_ct_studies=0 if args.no_ct else args.ct_studies,
+        ct_shape=tuple(args.ct_shape),
     )
     prevalence = ", ".join(f"{k} {v:.2f}" for k, v in info.prevalence.items())
-    print(
+    lines = [
         f"wrote {info.num_studies} studies ({info.num_images} images: {info.num_frontal} frontal, {info.num_lateral} lateral; "
-        f"{info.num_sr} SR reports; {info.num_jpeg2000} JPEG 2000; {info.num_monochrome1} MONOCHROME1) in {info.seconds:.1f} s\n"
-        f"prevalence: {prevalence}; normal {info.num_normal}\nmanifest: {info.manifest_path}"
-    )
+        f"{info.num_sr} SR reports; {info.num_jpeg2000} JPEG 2000; {info.num_monochrome1} MONOCHROME1) in {info.seconds:.1f} s",
+        f"prevalence: {prevalence}; normal {info.num_normal}",
+    ]
+    if info.num_ct_studies:
+        ct_prev = ", ".join(f"{k} {v:.2f}" for k, v in info.ct_prevalence.items())
+        shape = "x".join(str(v) for v in info.ct_shape)
+        lines.append(f"CT: {info.num_ct_studies} studies of {shape} voxels ({info.num_ct_slices} slices); prevalence: {ct_prev}")
+    lines.append(f"manifest: {info.manifest_path}")
+    print("\n".join(lines))
     return 0
-
