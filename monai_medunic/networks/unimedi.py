@@ -163,6 +163,8 @@ class UniMedI(nn.Module):
             raise ConfigurationError(f"num_slices must be in [0, {slabs}] (token slabs of a {image_encoder.volume_size} volume), got {num_slices}")
         if not 0.0 <= mask_ratio < 1.0:
             raise ConfigurationError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
+        if slab_reduce not in ("center", "mean"):
+            raise ConfigurationError(f"slab_reduce must be 'center' or 'mean', got '{slab_reduce}'")
         if attention_layers is not None and not 1 <= attention_layers <= image_encoder.num_layers:
             raise ConfigurationError(f"attention_layers must be in [1, {image_encoder.num_layers}], got {attention_layers}")
         self.image_encoder = image_encoder
@@ -257,6 +259,9 @@ class UniMedI(nn.Module):
             raise ShapeMismatchError("UniMedI volumes", tuple(volumes.shape), ("B", "C", "D", "H", "W"),
                                      "a 2D image was given as a volume; pass 2D images as `images`")
         groups = [g for g in (images, volumes) if g is not None]
+        if groups and input_ids is not None and input_ids.shape[0] != sum(g.shape[0] for g in groups):
+            raise ShapeMismatchError("UniMedI reports and images", (input_ids.shape[0],), (sum(g.shape[0] for g in groups),),
+                                     "one report per image row (images first, then volumes)")
         if groups:
             self._check_batch(sum(g.shape[0] for g in groups), "images")
             parts = [self._encode_group(g, distill) for g in groups]

@@ -141,6 +141,10 @@ def test_bad_inputs_and_configs(tiny_bert_config) -> None:
         model(volumes=torch.rand(2, 1, IMG, IMG))
     with pytest.raises(ShapeMismatchError, match="3D tokenizer"):
         model(images=torch.rand(2, 1, IMG, IMG, IMG)[:, :, :8])
+    with pytest.raises(ShapeMismatchError, match="one report per image row"):
+        model(images=torch.rand(2, 1, IMG, IMG), volumes=torch.rand(2, 1, *VOL), input_ids=torch.randint(5, 100, (2, 10)))
+    with pytest.raises(ConfigurationError, match="slab_reduce"):
+        _model(tiny_bert_config, slab_reduce="max")
     with pytest.raises(BatchSizeError):
         model(images=torch.rand(1, 1, IMG, IMG))
     with pytest.raises(ConfigurationError, match="num_slices"):
