@@ -105,6 +105,7 @@ class OrthancServer:
         self.http_port = 0
         self.dicom_port = 0
         self.process: subprocess.Popen | None = None
+        self.last_pid: int | None = None
         self.log_file = self.root / "orthanc.log"
 
     # ------------------------------------------------------------------------------- lifecycle
@@ -169,7 +170,10 @@ class OrthancServer:
     def stop(self, grace: float = 20.0) -> None:
         """SIGTERM, then SIGKILL after ``grace`` seconds; returns once the process has been reaped."""
         proc, self.process = self.process, None
-        if proc is None or proc.poll() is not None:
+        if proc is None:
+            return
+        self.last_pid = proc.pid
+        if proc.poll() is not None:
             return
         proc.send_signal(signal.SIGTERM)
         try:
@@ -177,6 +181,17 @@ class OrthancServer:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=grace)
+
+    def session_alive(self) -> bool:
+        """Whether any process of the last started Orthanc's session (its process group) is still there."""
+        pid = self.process.pid if self.process is not None else self.last_pid
+        if pid is None:
+            return False
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
 
     def __enter__(self) -> "OrthancServer":
         return self.start()

@@ -121,7 +121,9 @@ def retrieve_study(target: DicomWebTarget, folder: str | os.PathLike) -> list[Pa
     root = Path(folder)
     action = f"retrieving study {target.study_uid}"
     try:
-        instances = client.retrieve_study(target.study_uid)
+        # the stored transfer syntax: the default (Explicit VR Little Endian) makes the PACS transcode,
+        # which Orthanc cannot do for JPEG 2000 without a codec plugin (HTTP 500)
+        instances = client.retrieve_study(target.study_uid, media_types=(("application/dicom", "*"),))
     except requests.HTTPError as err:
         if err.response is not None and err.response.status_code == 404:
             raise DataError(f"{action}: the PACS holds no such study", path=target.url) from None

@@ -13,8 +13,8 @@ It also:
 * refuses an image id that is not a DICOM UID (it becomes a path in the cache) with
   :class:`InvalidImageIdError`, and one the PACS does not hold (QIDO-RS) with
   :class:`ImageNotInPacsError`, before anything is downloaded;
-* downloads a series into a temporary folder and renames it into the cache when complete, so an
-  interrupted download is never read as a series;
+* downloads a series in its stored transfer syntax (no transcoding by the PACS) into a temporary
+  folder and renames it into the cache when complete, so an interrupted download is never read;
 * bounds every request to the PACS by ``timeout`` seconds and two tries (the DICOMweb client has no
   timeout of its own, and a silent PACS would otherwise hold the request forever);
 * does not fetch dcmqi's binaries at start (the base app downloads them from the internet to write
@@ -100,6 +100,23 @@ class DicomSeriesDatastore(DICOMWebDatastore):
             raise ImageNotInPacsError(f"image '{image_id}': the PACS returned the series without a StudyInstanceUID")
         return str(study[0])
 
+    def _download(self, study_id: str, series_id: str, folder: str) -> None:
+        """WADO-RS the series in its stored transfer syntax (``transfer-syntax=*``).
+
+        MONAI Label's download asks for the default (Explicit VR Little Endian), which makes the PACS
+        transcode; Orthanc without a JPEG 2000 codec answers 500 for a JPEG 2000 series, and a
+        transcoding PACS may change the pixels. The stored bytes are what training read.
+        """
+        if self._fetch_by_frame:
+            dicom_web_download_series(study_id, series_id, folder, self._client, True)
+            return
+        for ds in self._client.retrieve_series(study_id, series_id, media_types=(("application/dicom", "*"),)):
+            sop = str(ds.get("SOPInstanceUID", ""))
+            if not is_dicom_uid(sop):
+                logger.warning("series %s: skipped an instance without a valid SOPInstanceUID", series_id)
+                continue
+            ds.save_as(os.path.join(folder, f"{sop}.dcm"))
+
     def get_image_uri(self, image_id: str) -> str:
         """The folder of the series' original DICOM files (downloaded over WADO-RS once, then cached)."""
         if not is_dicom_uid(image_id):
@@ -113,7 +130,7 @@ class DicomSeriesDatastore(DICOMWebDatastore):
         os.makedirs(os.path.dirname(image_dir), exist_ok=True)
         partial = tempfile.mkdtemp(prefix=f".{image_id}.", dir=os.path.dirname(image_dir))
         try:
-            dicom_web_download_series(study_id, image_id, partial, self._client, self._fetch_by_frame)
+            self._download(study_id, image_id, partial)
             if not os.listdir(partial):
                 raise ImageNotInPacsError(f"image '{image_id}': the PACS returned no instance for the series")
             if os.path.isdir(image_dir):
