@@ -7,6 +7,9 @@ from monai_medunic.networks.text import HFTextEncoder, find_transformer_layers
 from monai_medunic.networks.distillation import DistillationHead, attention_guided_mask
 from monai_medunic.networks.unified_vit import UnifiedViT, available_unified_vits
 from monai_medunic.networks.unimedi import UniMedI, select_slices
+from monai_medunic.networks.perturbation import DropBlock, ImageFeaturePerturbation, TextFeaturePerturbation
+from monai_medunic.networks.fusion import FusedMaskedLM, FusionTransformer
+from monai_medunic.networks.vqa import VQAHead, encoder_head_param_groups
 
 __all__ = [
     "CXRImageEncoder",
@@ -18,4 +21,5 @@ __all__ = [
     "available_image_encoders",
     "find_transformer_layers",
     "UnifiedViT", "available_unified_vits", "UniMedI", "select_slices", "DistillationHead", "attention_guided_mask",
+    "DropBlock", "ImageFeaturePerturbation", "TextFeaturePerturbation", "FusionTransformer", "FusedMaskedLM", "VQAHead", "encoder_head_param_groups",
 ]
