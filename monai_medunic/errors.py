@@ -25,6 +25,7 @@ __all__ = [
     "CorpusError",
     "VocabularyError",
     "ModelLoadError",
+    "CheckpointError",
     "NonFiniteLossError",
     "TranslationMissingError",
     "MetricInputError",
@@ -108,6 +109,10 @@ class VocabularyError(MedUniCError):
 
 class ModelLoadError(MedUniCError):
     """A model, tokenizer, bundle or checkpoint cannot be loaded from the given path."""
+
+
+class CheckpointError(ModelLoadError):
+    """A training checkpoint cannot be read or restored (truncated, refused, or from another architecture)."""
 
 
 class NonFiniteLossError(MedUniCError, FloatingPointError):

@@ -1,17 +1,24 @@
-"""Exporting and loading a trained Med-UniC MONAI Bundle for inference (evaluation, Deploy apps).
+"""The one contract for a trained vision-language bundle: export it, load it, encode with it.
 
-A trained ``cxr_medunic_pretrain`` bundle directory holds:
+A trained bundle (Med-UniC, UniMedI, Uni-Mlip, ...) is a MONAI Bundle directory that holds:
 
-* ``configs/inference.json`` whose ``network_def`` is :func:`build_pretrained_network` (it rebuilds
-  the trained architecture from the files below, whatever sizes training used), and
-  ``configs/metadata.json``;
-* ``models/model.pt``: the network's ``state_dict`` (loaded with ``torch.load(weights_only=True)``);
-* ``models/text/``: the text encoder's HF directory (config, weights and tokenizer);
-* ``models/inference_settings.json``: the :class:`~monai_medunic.networks.MedUniC` construction
-  arguments, the image size, the finding list, the prompt languages and the tokenizer max length.
+* ``configs/inference.json`` whose ``network_def`` is the trained inference network, written at
+  export with its ``_target_`` and construction arguments, so that ``monai.bundle`` and
+  ``ConfigParser`` build it: :class:`~monai_medunic.networks.ImageEmbedder` around the method's
+  network (``images -> L2-normalised joint-space embeddings``). ``verify_net_in_out``,
+  ``ckpt_export`` and MONAI Label's ``BundleInferTask`` use it with their default ``net_id``;
+* a ``pretrained`` section in the same file: the method, the input size, the findings and prompt
+  languages of zero-shot inference, the tokenizer length, and method-specific fields nested under
+  the method's name;
+* ``configs/metadata.json`` whose ``network_data_format`` describes ``network_def`` (input size,
+  embedding width);
+* ``models/model.pt``: the ``state_dict`` of ``network_def`` (loaded with ``weights_only=True``);
+* ``models/text/``: the text encoder's HF directory (config, weights, tokenizer).
 
-Everything that reads a trained bundle goes through :func:`load_pretrained_bundle`, so evaluation,
-the Deploy app and the tests agree on one layout.
+Every consumer (evaluation, the Deploy apps, MONAI Label, the linear probe) goes through
+:func:`load_pretrained_bundle` and the protocol of the method network: ``encode_image(images)`` and
+``encode_text(input_ids, attention_mask)``, plus the bundle's prompt set, whatever the method.
+Bundles exported before this layout (with ``models/inference_settings.json``) still load.
 """
 
 from __future__ import annotations
@@ -33,35 +40,45 @@ __all__ = [
     "PretrainedBundle",
     "load_pretrained_bundle",
     "export_pretrained_bundle",
-    "build_pretrained_network",
     "read_inference_settings",
     "inference_preprocessing",
     "zero_shot_classifier",
     "save_model_weights",
     "MODEL_FILE",
     "TEXT_DIR",
-    "SETTINGS_FILE",
+    "INFERENCE_CONFIG",
+    "SETTINGS_KEY",
 ]
 
 logger = logging.getLogger(__name__)
 
 MODEL_FILE = "models/model.pt"
 TEXT_DIR = "models/text"
-SETTINGS_FILE = "models/inference_settings.json"
+INFERENCE_CONFIG = "configs/inference.json"
+SETTINGS_KEY = "pretrained"
+_LEGACY_SETTINGS_FILE = "models/inference_settings.json"  # bundles exported by monai-medunic 0.1.0
 
 
 @dataclass
 class PretrainedBundle:
-    """A loaded, trained bundle: the network in eval mode, its tokenizer and its inference settings."""
+    """A loaded, trained bundle.
+
+    Attributes:
+        network: the inference network (``network_def``: images -> embeddings), in eval mode.
+        model: the method network inside it (``encode_image`` / ``encode_text``; ``image_encoder``).
+        tokenizer: the text encoder's tokenizer.
+        settings: the ``pretrained`` section of ``inference.json``.
+    """
 
     bundle_dir: Path
-    model: torch.nn.Module
+    network: torch.nn.Module
     tokenizer: Any
-    image_size: int
-    findings: list[str]
-    prompt_languages: list[str]
-    max_length: int
+    settings: dict
     metadata: dict = field(default_factory=dict)
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return getattr(self.network, "model", self.network)
 
     @property
     def name(self) -> str:
@@ -70,6 +87,31 @@ class PretrainedBundle:
     @property
     def version(self) -> str:
         return str(self.metadata.get("version", "0"))
+
+    @property
+    def method(self) -> str:
+        return str(self.settings.get("method", "medunic"))
+
+    @property
+    def spatial_size(self) -> tuple[int, ...]:
+        return tuple(int(s) for s in self.settings["spatial_size"])
+
+    @property
+    def image_size(self) -> int:
+        """The square 2D input size (the first spatial size)."""
+        return self.spatial_size[0]
+
+    @property
+    def findings(self) -> list[str]:
+        return list(self.settings["findings"])
+
+    @property
+    def prompt_languages(self) -> list[str]:
+        return list(self.settings["prompt_languages"])
+
+    @property
+    def max_length(self) -> int:
+        return int(self.settings["max_length"])
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Tokenise texts the way the bundle was trained (padding, truncation at ``max_length``)."""
@@ -87,36 +129,60 @@ def save_model_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
     os.replace(tmp, path)
 
 
-def _read_settings(root: Path) -> dict:
-    settings_file = root / SETTINGS_FILE
-    if not settings_file.is_file():
-        raise ModelLoadError(f"{root}: not a trained Med-UniC bundle: '{SETTINGS_FILE}' is missing")
+def _read_json(path: Path) -> dict:
     try:
-        return json.loads(settings_file.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise ModelLoadError(f"{path}: cannot read: {err.strerror or err}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ModelLoadError(f"{settings_file}: not valid JSON: {err}") from err
+        raise ModelLoadError(f"{path}: not valid JSON: {err}") from None
+
+
+def _atomic_write_json(path: Path, obj: Any, indent: int = 4) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=indent, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def read_inference_settings(bundle_root: str | os.PathLike) -> dict:
-    """The ``models/inference_settings.json`` of a trained bundle (network arguments, image size, findings, ...)."""
-    return _read_settings(Path(bundle_root))
+    """The ``pretrained`` section of a trained bundle's ``configs/inference.json`` (method, spatial
+    size, findings, prompt languages, tokenizer length); a 0.1.0 bundle's ``inference_settings.json``
+    is read in the same form.
+
+    Raises:
+        ModelLoadError: the bundle has neither.
+    """
+    root = Path(bundle_root)
+    config = root / INFERENCE_CONFIG
+    if config.is_file():
+        settings = _read_json(config).get(SETTINGS_KEY)
+        if isinstance(settings, dict):
+            return settings
+    legacy = root / _LEGACY_SETTINGS_FILE
+    if legacy.is_file():
+        old = _read_json(legacy)
+        size = int(old["image_size"])
+        return {"method": "medunic", "spatial_size": [size, size], "findings": old["findings"],
+                "prompt_languages": old["prompt_languages"], "max_length": old["max_length"], "legacy_network": old["network"]}
+    raise ModelLoadError(f"{root}: not a trained bundle: '{INFERENCE_CONFIG}' has no '{SETTINGS_KEY}' section (export it with "
+                         "the training config's ExportPretrainedHandler)")
 
 
 def inference_preprocessing(bundle_root: str | os.PathLike, keys: Sequence[str] | str = "image", **load_options: Any):
-    """DICOM loading (modality LUT, VOI LUT, MONOCHROME1) and the resize to the trained image size: the
+    """DICOM loading (modality LUT, VOI LUT, MONOCHROME1) and the resize to the trained input size: the
     exact pixels the bundle was validated on. ``load_options`` go to :class:`~monai_medunic.transforms.LoadDicomImaged`."""
     from monai.transforms import Compose
 
     from monai_medunic.transforms import LoadDicomImaged
     from monai_medunic.transforms.pipelines import model_input_transformd
 
-    size = int(read_inference_settings(bundle_root)["image_size"])
+    size = int(read_inference_settings(bundle_root)["spatial_size"][0])
     return Compose([LoadDicomImaged(keys, **load_options), model_input_transformd(keys, size)])
 
 
 def zero_shot_classifier(bundle_root: str | os.PathLike, model: torch.nn.Module, languages: Sequence[str] | None = None):
     """A :class:`~monai_medunic.metrics.zero_shot.ZeroShotClassifier` over the bundle's findings and
-    tokenizer, for ``model`` (the bundle's network)."""
+    tokenizer, for ``model`` (the bundle's network, or the method network inside it)."""
     from transformers import AutoTokenizer
 
     from monai_medunic.metrics.zero_shot import ZeroShotClassifier
@@ -132,16 +198,20 @@ def zero_shot_classifier(bundle_root: str | os.PathLike, model: torch.nn.Module,
     )
 
 
-def build_pretrained_network(bundle_root: str | os.PathLike) -> torch.nn.Module:
-    """The ``network_def`` of a trained bundle: the architecture recorded at export, text encoder from ``models/text``.
-
-    Weights are not loaded here (MONAI's bundle tools and :func:`load_pretrained_bundle` load ``models/model.pt``).
-    """
-    from monai_medunic.networks import MedUniC
-
-    root = Path(bundle_root)
-    settings = _read_settings(root)
-    return MedUniC(text_model_name_or_path=root / TEXT_DIR, **settings["network"])
+def _network_def(model: torch.nn.Module) -> dict:
+    """The ``network_def`` config of a trained method network: its class and recorded construction
+    arguments (``init_args``), with the text encoder read from ``models/text``."""
+    args = dict(getattr(model, "init_args", None) or {})
+    if not args:
+        raise ModelLoadError(f"{type(model).__name__} records no construction arguments (init_args): it cannot be exported")
+    unset = [k for k, v in args.items() if v is None and k in ("image_encoder",)]
+    if unset:
+        raise ModelLoadError(f"export needs a {type(model).__name__} built from names, not modules ({unset} were modules)")
+    args.pop("text_config", None)
+    args["text_model_name_or_path"] = f"$@bundle_root + '/{TEXT_DIR}'"
+    cls = type(model)
+    return {"_target_": "monai_medunic.networks.ImageEmbedder",
+            "model": {"_target_": f"{cls.__module__}.{cls.__qualname__}", **args}}
 
 
 def export_pretrained_bundle(
@@ -151,16 +221,33 @@ def export_pretrained_bundle(
     findings: Sequence[str],
     prompt_languages: Sequence[str] = ("en", "es"),
     max_length: int = 128,
+    method_settings: dict | None = None,
 ) -> Path:
-    """Write the trained ``model`` (a :class:`~monai_medunic.networks.MedUniC`) and ``tokenizer`` into ``bundle_dir/models``.
+    """Write a trained method network (``MedUniC``, ``UniMedI``, ...) and its tokenizer into ``bundle_dir``.
 
-    ``models/text`` and ``models/inference_settings.json`` are written to a temporary directory and
-    renamed into place, and ``models/model.pt`` is written atomically, so a crash leaves no half bundle.
+    ``models/text`` is written to a temporary directory and renamed into place, ``models/model.pt``
+    and the configs are written atomically, so a crash leaves no half bundle. ``configs/inference.json``
+    gets the trained ``network_def`` and the ``pretrained`` section (created from a minimal template
+    when the bundle has no inference config); ``configs/metadata.json`` gets the trained sizes.
+
+    Args:
+        method_settings: method-specific fields, stored under the method's name in the ``pretrained`` section.
     """
+    from monai_medunic.networks import ImageEmbedder
+
     net = model.module if hasattr(model, "module") else model
-    args = dict(getattr(net, "init_args", {}))
-    if not args.get("image_encoder"):
-        raise ModelLoadError("export_pretrained_bundle needs a MedUniC built from an image encoder name")
+    network_def = _network_def(net)
+    args = network_def["model"]
+    method = type(net).__name__.lower()
+    size = args.get("img_size", 224)
+    spatial_dims = int(args.get("spatial_dims", 2))
+    spatial = [int(s) for s in size] if isinstance(size, (list, tuple)) else [int(size)] * spatial_dims
+    settings = {"method": method, "spatial_dims": spatial_dims, "spatial_size": spatial, "in_channels": int(args.get("in_channels", 1)),
+                "embed_dim": int(args["embed_dim"]), "findings": list(findings), "prompt_languages": list(prompt_languages),
+                "max_length": int(max_length)}
+    if method_settings:
+        settings[method] = dict(method_settings)
+
     root = Path(bundle_dir)
     models = root / "models"
     models.mkdir(parents=True, exist_ok=True)
@@ -168,44 +255,52 @@ def export_pretrained_bundle(
     try:
         net.text_encoder.model.save_pretrained(tmp / "text")
         tokenizer.save_pretrained(tmp / "text")
-        settings = {
-            "network": args,
-            "image_size": int(args["img_size"]),
-            "findings": list(findings),
-            "prompt_languages": list(prompt_languages),
-            "max_length": int(max_length),
-        }
-        (tmp / "inference_settings.json").write_text(json.dumps(settings, indent=2), encoding="utf-8")
         if (models / "text").exists():
             shutil.rmtree(models / "text")
         os.replace(tmp / "text", models / "text")
-        os.replace(tmp / "inference_settings.json", root / SETTINGS_FILE)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    save_model_weights(net, root / MODEL_FILE)
-    _describe_trained_network(root / "configs" / "metadata.json", args)
+    save_model_weights(ImageEmbedder(net), root / MODEL_FILE)
+    (root / "configs").mkdir(exist_ok=True)
+    config_file = root / INFERENCE_CONFIG
+    config = _read_json(config_file) if config_file.is_file() else {"bundle_root": "."}
+    config["network_def"] = network_def
+    config[SETTINGS_KEY] = settings
+    _atomic_write_json(config_file, config)
+    _describe_trained_network(root / "configs" / "metadata.json", settings)
     return root
 
 
-def _describe_trained_network(meta_file: Path, args: dict) -> None:
+def _describe_trained_network(meta_file: Path, settings: dict) -> None:
     """Make ``network_data_format`` in ``metadata.json`` state the trained input size and embedding width."""
     if not meta_file.is_file():
         return
-    meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    meta = _read_json(meta_file)
     fmt = meta.setdefault("network_data_format", {})
     image = fmt.setdefault("inputs", {}).setdefault("image", {})
-    image["spatial_shape"] = [int(args["img_size"]), int(args["img_size"])]
-    image["num_channels"] = int(args.get("in_channels", 1))
+    image["spatial_shape"] = list(settings["spatial_size"])
+    image["num_channels"] = settings["in_channels"]
     pred = fmt.setdefault("outputs", {}).setdefault("pred", {})
-    pred["num_channels"] = int(args["embed_dim"])
-    pred["spatial_shape"] = [int(args["embed_dim"])]
-    tmp = meta_file.with_name(f".{meta_file.name}.tmp")
-    tmp.write_text(json.dumps(meta, indent=4), encoding="utf-8")
-    os.replace(tmp, meta_file)
+    pred["num_channels"] = settings["embed_dim"]
+    pred["spatial_shape"] = [settings["embed_dim"]]
+    _atomic_write_json(meta_file, meta)
+
+
+def _build_network(root: Path, settings: dict) -> torch.nn.Module:
+    from monai_medunic.networks import ImageEmbedder, MedUniC
+
+    if "legacy_network" in settings:  # a 0.1.0 bundle: MedUniC arguments in inference_settings.json
+        return ImageEmbedder(MedUniC(text_model_name_or_path=root / TEXT_DIR, **settings["legacy_network"]))
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(root / INFERENCE_CONFIG))
+    parser["bundle_root"] = str(root)
+    return parser.get_parsed_content("network_def", instantiate=True)
 
 
 def load_pretrained_bundle(bundle_dir: str | os.PathLike, device: str | torch.device = "cpu") -> PretrainedBundle:
-    """Load a trained Med-UniC bundle (network in eval mode, tokenizer, settings, metadata).
+    """Load a trained bundle: the inference network (weights loaded, eval mode), tokenizer, settings, metadata.
 
     Raises:
         ModelLoadError: the path is not a trained bundle, a file is missing, or the weights do not
@@ -218,37 +313,28 @@ def load_pretrained_bundle(bundle_dir: str | os.PathLike, device: str | torch.de
         raise ModelLoadError(f"{root}: model path is not a directory (expected a trained MONAI bundle)")
     for required in ("configs/metadata.json", MODEL_FILE, TEXT_DIR):
         if not (root / required).exists():
-            raise ModelLoadError(f"{root}: not a trained Med-UniC bundle: '{required}' is missing")
-    settings = _read_settings(root)
+            raise ModelLoadError(f"{root}: not a trained bundle: '{required}' is missing")
+    settings = read_inference_settings(root)
+    metadata = _read_json(root / "configs" / "metadata.json")
     try:
-        metadata = json.loads((root / "configs" / "metadata.json").read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ModelLoadError(f"{root / 'configs' / 'metadata.json'}: not valid JSON: {err}") from err
-    try:
-        model = build_pretrained_network(root)
+        network = _build_network(root, settings)
     except ModelLoadError:
         raise
     except Exception as err:
-        raise ModelLoadError(f"{root / SETTINGS_FILE}: cannot build the network: {type(err).__name__}: {err}") from err
+        raise ModelLoadError(f"{root / INFERENCE_CONFIG}: cannot build network_def: {type(err).__name__}: {err}") from err
     weights = root / MODEL_FILE
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
+        if "legacy_network" in settings:
+            network.model.load_state_dict(state)
+        else:
+            network.load_state_dict(state)
     except Exception as err:
-        raise ModelLoadError(f"{weights}: cannot load the weights: {type(err).__name__}: {err}") from err
+        raise ModelLoadError(f"{weights}: cannot load the weights: {type(err).__name__}: {str(err)[:500]}") from err
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(root / TEXT_DIR), local_files_only=True)
     except Exception as err:
         raise ModelLoadError(f"{root / TEXT_DIR}: cannot load the tokenizer: {type(err).__name__}: {err}") from err
-    model.to(device).eval()
+    network.to(device).eval()
     logger.info("loaded bundle %s version %s", metadata.get("name", root.name), metadata.get("version", "?"))
-    return PretrainedBundle(
-        bundle_dir=root,
-        model=model,
-        tokenizer=tokenizer,
-        image_size=int(settings["image_size"]),
-        findings=list(settings["findings"]),
-        prompt_languages=list(settings["prompt_languages"]),
-        max_length=int(settings["max_length"]),
-        metadata=metadata,
-    )
+    return PretrainedBundle(bundle_dir=root, network=network, tokenizer=tokenizer, settings=settings, metadata=metadata)

@@ -77,13 +77,14 @@ def _check_input_folder(path: Path) -> None:
 def _check_model_path(path: Path) -> None:
     """The bundle layout checks of :func:`monai_medunic.pretrained.load_pretrained_bundle`, without loading anything."""
     from monai_medunic.errors import ModelLoadError
-    from monai_medunic.pretrained import MODEL_FILE, SETTINGS_FILE, TEXT_DIR
+    from monai_medunic.pretrained import MODEL_FILE, TEXT_DIR, read_inference_settings
 
     if not path.is_dir():
         raise ModelLoadError(f"{path}: model path is not a directory (expected a trained MONAI bundle)")
-    for required in ("configs/metadata.json", MODEL_FILE, TEXT_DIR, SETTINGS_FILE):
+    for required in ("configs/metadata.json", MODEL_FILE, TEXT_DIR):
         if not (path / required).exists():
-            raise ModelLoadError(f"{path}: not a trained Med-UniC bundle: '{required}' is missing")
+            raise ModelLoadError(f"{path}: not a trained bundle: '{required}' is missing")
+    read_inference_settings(path)
 
 
 def precheck_paths(sdk_argv: Sequence[str]) -> None:

@@ -15,7 +15,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["setup_distributed", "wrap_ddp", "cleanup_distributed", "handlers_for_rank", "get_rank", "ALL_RANKS_HANDLERS"]
+__all__ = ["setup_distributed", "wrap_ddp", "cleanup_distributed", "handlers_for_rank", "runs_on_all_ranks", "get_rank",
+           "ALL_RANKS_HANDLERS"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,15 +65,21 @@ def cleanup_distributed() -> None:
         dist.destroy_process_group()
 
 
-# handlers that must run on every rank: they change the training state or need every rank's data
-ALL_RANKS_HANDLERS = ("LrScheduleHandler", "ValidationHandler", "ResumeFromLatestCheckpoint", "CheckpointLoader",
-                      "RankWeightsDigest", "EarlyStopHandler")
+# MONAI / Ignite handlers that must run on every rank: they change the training state or need every rank's data
+ALL_RANKS_HANDLERS = ("LrScheduleHandler", "ValidationHandler", "CheckpointLoader", "EarlyStopHandler")
+
+
+def runs_on_all_ranks(handler: object) -> bool:
+    """Whether a handler must be attached on every rank: this package's handlers say so with a
+    ``runs_on_all_ranks = True`` class attribute (resume, EMA teacher, BN-statistics freeze, weights
+    digest); MONAI's and Ignite's are listed in :data:`ALL_RANKS_HANDLERS`."""
+    return bool(getattr(handler, "runs_on_all_ranks", False)) or type(handler).__name__ in ALL_RANKS_HANDLERS
 
 
 def handlers_for_rank(handlers: Sequence) -> list:
     """The handlers this rank attaches: all of them on rank 0; on other ranks only those that change the
-    training state or need every rank (:data:`ALL_RANKS_HANDLERS`: schedules, validation, resume), not
+    training state or need every rank (:func:`runs_on_all_ranks`: schedules, validation, resume), not
     the ones that log, save or export (which would write the same files from every process)."""
     if get_rank() == 0:
         return list(handlers)
-    return [h for h in handlers if type(h).__name__ in ALL_RANKS_HANDLERS]
+    return [h for h in handlers if runs_on_all_ranks(h)]

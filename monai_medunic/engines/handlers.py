@@ -1,5 +1,12 @@
-"""Ignite handlers for pre-training bundles: warm-up + cosine schedule, atomic checkpoints with
-resume, loss-history recording and export of the trained model into the bundle."""
+"""Ignite handlers for the training bundles: atomic checkpoints with resume, loss-history recording,
+export of the trained model into the bundle, zero-shot prediction writing and a DDP weights digest.
+
+One checkpoint pair serves every bundle: :class:`AtomicCheckpointSaver` writes, and
+:class:`ResumeFromLatestCheckpoint` restores, the objects of the config's ``save_dict`` plus the
+training state the engine itself holds: the trainer (epoch, iteration), the objective
+(``engine.loss_function``, when it has parameters such as a learnable temperature) and the training
+step (the fp16 gradient scaler).
+"""
 
 from __future__ import annotations
 
@@ -14,13 +21,11 @@ from typing import Any, Mapping, Sequence, Sized
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, DiskSaver
-from monai.handlers import CheckpointLoader
-from monai.optimizers import WarmupCosineSchedule
+from torch import nn
 
-from monai_medunic.errors import ConfigurationError
+from monai_medunic.errors import CheckpointError
 
 __all__ = [
-    "warmup_cosine_schedule",
     "AtomicCheckpointSaver",
     "ResumeFromLatestCheckpoint",
     "latest_checkpoint",
@@ -33,19 +38,20 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-def warmup_cosine_schedule(
-    optimizer: torch.optim.Optimizer, dataloader: Sized, max_epochs: int, warmup_fraction: float = 0.1, end_lr: float = 0.0
-) -> WarmupCosineSchedule:
-    """MONAI's :class:`~monai.optimizers.WarmupCosineSchedule` over ``max_epochs * len(dataloader)`` iterations,
-    with linear warm-up over ``warmup_fraction`` of them (Med-UniC App. C: linear warm-up, cosine annealing).
-    Step it every iteration (``LrScheduleHandler(epoch_level=False)``)."""
-    if not 0 <= warmup_fraction < 1:
-        raise ConfigurationError(f"warmup_fraction must be in [0, 1), got {warmup_fraction}")
-    total = max(1, int(max_epochs) * len(dataloader))
-    return WarmupCosineSchedule(optimizer, warmup_steps=int(warmup_fraction * total), t_total=total, end_lr=end_lr)
-
-
 _STEP_RE = re.compile(r"_(\d+)\.pt$")
+
+
+def engine_training_state(engine: Engine) -> dict[str, Any]:
+    """What a checkpoint holds besides the config's ``save_dict``: the trainer, the objective when it
+    has state (trainable parameters), and the training step when it has state (the fp16 scaler)."""
+    state: dict[str, Any] = {"trainer": engine}
+    objective = getattr(engine, "loss_function", None)
+    if isinstance(objective, nn.Module) and objective.state_dict():
+        state["objective"] = objective
+    step = getattr(engine, "_process_function", None)  # the iteration_update given to the trainer
+    if callable(getattr(step, "state_dict", None)) and callable(getattr(step, "load_state_dict", None)):
+        state["train_step"] = step
+    return state
 
 
 def latest_checkpoint(save_dir: str | os.PathLike, prefix: str = "checkpoint") -> Path | None:
@@ -72,8 +78,9 @@ class AtomicCheckpointSaver:
         every_n_iterations: iteration interval (0 disables); lets a killed run resume mid-epoch.
         n_saved: keep this many most recent checkpoints.
 
-    The engine it is attached to is saved too, as ``trainer`` (its epoch and iteration), without the
-    config having to reference the trainer from its own handler list.
+    The engine's own training state is saved too (:func:`engine_training_state`: the trainer's epoch
+    and iteration, the objective's parameters, the step's gradient scaler), without the config
+    having to reference the trainer from its own handler list.
     """
 
     def __init__(
@@ -92,31 +99,51 @@ class AtomicCheckpointSaver:
 
     def attach(self, engine: Engine) -> None:
         os.makedirs(self.save_dir, exist_ok=True)
-        checkpoint = Checkpoint(
-            {**self.save_dict, "trainer": engine},
-            DiskSaver(self.save_dir, require_empty=False, atomic=True),
-            filename_prefix="",
-            n_saved=self.n_saved,
-            global_step_transform=lambda eng, _: eng.state.iteration,
-        )
-        self._checkpoint = checkpoint
+        self._checkpoint: Checkpoint | None = None
+        # the objective is set on a SupervisedTrainer after its handlers are attached: build at start
+        engine.add_event_handler(Events.STARTED, self._build)
         if self.every_n_epochs:
-            engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.every_n_epochs), checkpoint)
+            engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.every_n_epochs), self._save)
         if self.every_n_iterations:
-            engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.every_n_iterations), checkpoint)
-        engine.add_event_handler(Events.COMPLETED, self._final, checkpoint)
+            engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.every_n_iterations), self._save)
+        engine.add_event_handler(Events.COMPLETED, self._final)
 
-    def _final(self, engine: Engine, checkpoint: Checkpoint) -> None:
-        last = checkpoint.last_checkpoint
+    def _build(self, engine: Engine) -> None:
+        if self._checkpoint is None:
+            self._checkpoint = Checkpoint(
+                {**self.save_dict, **engine_training_state(engine)},
+                DiskSaver(self.save_dir, require_empty=False, atomic=True),
+                filename_prefix="",
+                n_saved=self.n_saved,
+                global_step_transform=lambda eng, _: eng.state.iteration,
+            )
+
+    def _save(self, engine: Engine) -> None:
+        self._build(engine)
+        self._checkpoint(engine)
+
+    def _final(self, engine: Engine) -> None:
+        self._build(engine)
+        last = self._checkpoint.last_checkpoint
         if last is None or not str(last).endswith(f"_{engine.state.iteration}.pt"):
-            checkpoint(engine)
+            self._checkpoint(engine)
 
 
 class ResumeFromLatestCheckpoint:
-    """At start, restore the newest ``checkpoint_<iteration>.pt`` of ``save_dir`` (if any) with MONAI's
-    :class:`~monai.handlers.CheckpointLoader` (``torch.load(weights_only=True)``); training then continues
-    from the saved iteration (the engine it is attached to is restored as ``trainer``). Logs where it
-    resumed from, or that it starts from scratch."""
+    """At start, restore the newest ``checkpoint_<iteration>.pt`` of ``save_dir`` (if any), loaded with
+    ``torch.load(weights_only=True)``; training then continues from the saved iteration.
+
+    It restores ``load_dict`` and the engine's own training state (:func:`engine_training_state`; an
+    objective or step state that an older checkpoint lacks is left as built, with a log line). A
+    larger ``max_epochs`` than the checkpoint's continues training, as MONAI's ``CheckpointLoader``
+    allows. Logs where it resumed from, or that it starts from scratch.
+
+    Raises:
+        CheckpointError: the file cannot be read, lacks an object of ``load_dict``, or does not fit the
+            network (an architecture change): the message names the file and how to start fresh.
+    """
+
+    runs_on_all_ranks = True
 
     def __init__(self, save_dir: str | os.PathLike, load_dict: Mapping[str, Any], enabled: bool = True) -> None:
         self.save_dir = save_dir
@@ -131,7 +158,29 @@ class ResumeFromLatestCheckpoint:
         if path is None:
             logger.info("no checkpoint in %s: training from scratch", self.save_dir)
             return
-        CheckpointLoader(load_path=str(path), load_dict={**self.load_dict, "trainer": engine}, map_location="cpu")(engine)
+        fresh = f"start fresh with '--resume false' or remove {self.save_dir}"
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # truncated file, not a checkpoint, or a payload weights_only refuses
+            raise CheckpointError(f"{path}: cannot read the checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:200]}); {fresh}") from None
+        to_load = {**self.load_dict, **engine_training_state(engine)}
+        absent = [k for k in to_load if k not in checkpoint]
+        if [k for k in absent if k not in ("objective", "train_step")]:
+            raise CheckpointError(f"{path}: the checkpoint holds {sorted(checkpoint)} but not {absent}; {fresh}")
+        for k in absent:
+            logger.info("%s holds no '%s' state: it keeps its initial state", path.name, k)
+            to_load.pop(k)
+        prior_max_epochs = engine.state.max_epochs
+        try:
+            Checkpoint.load_objects(to_load=to_load, checkpoint=checkpoint)
+        except RuntimeError as err:  # size mismatch / missing or unexpected keys
+            lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+            summary = "; ".join(lines[:4]) + (f"; ... ({len(lines) - 4} more lines)" if len(lines) > 4 else "")
+            raise CheckpointError(f"{path}: the checkpoint does not fit the configured network ({summary}); {fresh}") from None
+        if prior_max_epochs is not None and engine.state.epoch > prior_max_epochs:
+            raise CheckpointError(f"{path}: the checkpoint is at epoch {engine.state.epoch}, beyond max_epochs={prior_max_epochs}; "
+                                  f"raise max_epochs to train further, or {fresh}")
+        engine.state.max_epochs = prior_max_epochs
         logger.info("resumed from %s at epoch %d, iteration %d", path.name, engine.state.epoch, engine.state.iteration)
 
 
@@ -144,32 +193,50 @@ def _atomic_write_json(path: Path, obj: Any) -> None:
 
 
 class LossHistoryRecorder:
-    """Record every iteration's ``loss*`` and ``lr`` values and every validation's metrics to a JSON
-    file (``{"iterations": [...], "validation": [...]}``), rewritten atomically at each epoch end.
-    A resumed run appends to the existing file."""
+    """Record the training curve to a JSON file, rewritten atomically at each epoch end:
+
+    ``{"iterations": [{"iteration", "epoch", "loss", "loss_<term>", ..., "lr"}, ...],
+    "epochs": [{"epoch", "mean_loss", "iterations"}, ...], "validation": [{"epoch", <metrics>}, ...]}``.
+
+    A resumed run continues the file: at start (after the checkpoint is restored) the records beyond
+    the restored iteration and epoch are dropped, so a run killed mid-epoch leaves no duplicates."""
 
     def __init__(self, path: str | os.PathLike, validator: Engine | None = None) -> None:
         self.path = Path(path)
         self.validator = validator
-        self.history: dict[str, list] = {"iterations": [], "validation": []}
+        self.history: dict[str, list] = {"iterations": [], "epochs": [], "validation": []}
+        self._epoch_losses: list[float] = []
 
     def attach(self, engine: Engine) -> None:
         if self.path.is_file():
             try:
-                self.history = json.loads(self.path.read_text(encoding="utf-8"))
+                self.history.update(json.loads(self.path.read_text(encoding="utf-8")))
             except (json.JSONDecodeError, UnicodeDecodeError):
                 logger.warning("%s is not valid JSON: starting a new loss history", self.path)
+        engine.add_event_handler(Events.STARTED, self._truncate)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._iteration)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch)
         engine.add_event_handler(Events.COMPLETED, self._write)
+
+    def _truncate(self, engine: Engine) -> None:
+        it, ep = engine.state.iteration, engine.state.epoch
+        self.history["iterations"] = [r for r in self.history["iterations"] if r["iteration"] <= it]
+        self.history["epochs"] = [r for r in self.history["epochs"] if r["epoch"] <= ep]
+        self.history["validation"] = [r for r in self.history["validation"] if r["epoch"] <= ep]
+        self._epoch_losses = [r["loss"] for r in self.history["iterations"] if r["epoch"] == ep + 1 and "loss" in r]
 
     def _iteration(self, engine: Engine) -> None:
         out = engine.state.output or {}
         rec = {"iteration": engine.state.iteration, "epoch": engine.state.epoch}
         rec.update({k: float(v) for k, v in out.items() if k.startswith("loss") or k == "lr"})
         self.history["iterations"].append(rec)
+        if "loss" in rec:
+            self._epoch_losses.append(rec["loss"])
 
     def _epoch(self, engine: Engine) -> None:
+        n = len(self._epoch_losses)
+        self.history["epochs"].append({"epoch": engine.state.epoch, "mean_loss": sum(self._epoch_losses) / max(n, 1), "iterations": n})
+        self._epoch_losses = []
         if self.validator is not None and self.validator.state.metrics:
             last = self.history["validation"][-1]["epoch"] if self.history["validation"] else None
             if last != engine.state.epoch:
@@ -260,6 +327,8 @@ class RankWeightsDigest:
     Under DDP every rank must end with identical parameters; comparing the files checks it. Buffers
     (BatchNorm running statistics) are left out: DDP broadcasts them from rank 0 at the start of each
     forward pass, after which every rank updates them from its own shard, so they differ by design."""
+
+    runs_on_all_ranks = True
 
     def __init__(self, output_dir: str | os.PathLike, network: torch.nn.Module) -> None:
         self.output_dir = Path(output_dir)

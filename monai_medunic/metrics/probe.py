@@ -65,15 +65,10 @@ def load_image_encoder(bundle_dir: str | os.PathLike) -> nn.Module:
 
 
 def pretrained_image_size(bundle_dir: str | os.PathLike) -> int:
-    """The input size the bundle's image encoder was trained at (``models/inference_settings.json``)."""
-    from monai_medunic.pretrained import SETTINGS_FILE
-    from monai_medunic.errors import ModelLoadError
+    """The input size the bundle's image encoder was trained at (the ``pretrained`` section of its ``inference.json``)."""
+    from monai_medunic.pretrained import read_inference_settings
 
-    path = Path(bundle_dir) / SETTINGS_FILE
-    try:
-        return int(json.loads(path.read_text(encoding="utf-8"))["image_size"])
-    except (OSError, KeyError, ValueError) as err:
-        raise ModelLoadError(f"{path}: cannot read the image size of the pre-trained bundle: {err}") from err
+    return int(read_inference_settings(bundle_dir)["spatial_size"][0])
 
 
 class LinearProbeNetwork(nn.Module):

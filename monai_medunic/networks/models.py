@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from typing import Any, Collection, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -110,7 +110,11 @@ class MedUniC(nn.Module):
         input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         images_aug: torch.Tensor | None = None,
+        required_outputs: Collection[str] | None = None,
     ) -> dict[str, torch.Tensor]:
+        """Every embedding the inputs allow (see the class docstring). ``required_outputs``, the keys
+        the objective reads (the training step passes them), lets the text dropout view be skipped
+        when no active term reads ``ctr_a``/``ctr_b``."""
         out: dict[str, torch.Tensor] = {}
         if images is not None:
             n = images.shape[0]
@@ -131,7 +135,8 @@ class MedUniC(nn.Module):
             self._check_batch(n, "reports")
             if attention_mask is None:
                 attention_mask = torch.ones_like(input_ids)
-            views = 2 if (self.training and self.text_dropout_view) else 1
+            ctr_needed = required_outputs is None or bool({"ctr_a", "ctr_b"} & set(required_outputs))
+            views = 2 if (self.training and self.text_dropout_view and ctr_needed) else 1
             pooled = self.text_encoder(input_ids.repeat(views, 1), attention_mask.repeat(views, 1))["pooled"]
             out["text_features"] = pooled[:n]
             out["text_emb"] = self.text_projection(pooled[:n])
@@ -152,9 +157,14 @@ class MedUniC(nn.Module):
 
 
 class ImageEmbedder(nn.Module):
-    """``images -> encode_image(images)``: the image tower of a vision-language model as a plain
-    single-input network (``(B, C, H, W) -> (B, d)`` L2-normalised embeddings), for MONAI inferers and
-    ``python -m monai.bundle verify_net_in_out --net_id image_embedder``."""
+    """``images -> encode_image(images)``: a vision-language network as the single-input inference
+    network of a trained bundle (``(B, C, *spatial) -> (B, d)`` L2-normalised embeddings).
+
+    It is the ``network_def`` of a trained bundle's ``inference.json``, which ``models/model.pt`` and
+    ``network_data_format`` describe, so MONAI's ``verify_net_in_out``, ``ckpt_export`` and inferers
+    work with their defaults. ``encode_image`` / ``encode_text`` pass through to the wrapped network,
+    the protocol that zero-shot evaluation, the Deploy apps and MONAI Label use.
+    """
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -162,3 +172,9 @@ class ImageEmbedder(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model.encode_image(images)
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_image(images)
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model.encode_text(input_ids, attention_mask)

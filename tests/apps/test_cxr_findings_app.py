@@ -429,7 +429,7 @@ def test_corrupt_files_are_skipped_with_a_warning(runs):
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "case, message",
-    [("empty", "input folder is empty"), ("not_bundle", "not a trained Med-UniC bundle")],
+    [("empty", "input folder is empty"), ("not_bundle", "not a trained bundle")],
 )
 def test_bad_input_is_a_clear_error_with_nonzero_exit(runs, case, message):
     run = runs[case]

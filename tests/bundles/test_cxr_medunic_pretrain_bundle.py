@@ -131,7 +131,7 @@ def test_check_properties_train_and_infer(trained: Path, n_train: int) -> None:
         if kind == "train":
             assert wf.max_epochs == 2 and len(wf.train_dataset_data) == n_train
         else:
-            assert wf.network_def.embed_dim == 16
+            assert wf.network_def.model.embed_dim == 16  # the exported network_def is the trained architecture
 
 
 @pytest.fixture(scope="module")
@@ -207,13 +207,27 @@ def test_inference_verify_and_evaluate(trained: Path) -> None:
     assert len(preds) >= 4 and set(preds[0]) >= {"id", "Cardiomegaly", "Edema"}
     assert 0.0 <= preds[0]["Nodule"]["probability"] <= 1.0
     verify = subprocess.run(
-        [sys.executable, "-m", "monai.bundle", "verify_net_in_out", "--net_id", "image_embedder",
+        [sys.executable, "-m", "monai.bundle", "verify_net_in_out", "network_def",
          "--meta_file", str(trained / "configs" / "metadata.json"), "--config_file", str(trained / "configs" / "inference.json"),
          "--bundle_root", str(trained)],
         capture_output=True, text=True, env=ENV, timeout=300,
     )
     assert verify.returncode == 0, verify.stdout[-2000:] + verify.stderr[-2000:]
     assert "data shape of network is verified with no error" in verify.stdout + verify.stderr
+    # ckpt_export of network_def + models/model.pt: TorchScript by tracing (scripting fails inside HF's BERT code,
+    # which the image path does not use); the exported module gives the eager network's embeddings
+    export = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(trained / "model.ts"),
+         "--ckpt_file", str(trained / "models" / "model.pt"), "--meta_file", str(trained / "configs" / "metadata.json"),
+         "--config_file", str(trained / "configs" / "inference.json"), "--bundle_root", str(trained),
+         "--use_trace", "True", "--input_shape", "[1, 1, 32, 32]"],
+        capture_output=True, text=True, env=ENV, timeout=300,
+    )
+    assert export.returncode == 0, export.stdout[-2000:] + export.stderr[-2000:]
+    scripted = torch.jit.load(str(trained / "model.ts"))
+    x = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(scripted(x), load_pretrained_bundle(trained).network(x), atol=1e-5)
     meta = json.loads((trained / "configs" / "metadata.json").read_text())
     assert meta["network_data_format"]["outputs"]["pred"]["num_channels"] == 16  # the export describes the trained net
     assert meta["network_data_format"]["inputs"]["image"]["spatial_shape"] == [32, 32]

@@ -64,8 +64,9 @@ def test_bundle_layout_and_properties(tmp_path, base_model):
                          meta_file=str(CONFIGS / "metadata.json"), logging_file=False, workflow_type="train")
     assert wf2.parser["train#dataloader#shuffle"] is False
     assert wf2.parser["train#dataloader#sampler"] == "@train#sampler"
-    assert wf2.parser["train#trainer#train_handlers#rank0_from"] == 2  # LrSchedule + resume on every rank
-    assert wf.parser["train#handlers"][2]["_target_"] == "StatsHandler"
+    assert wf2.parser["train#trainer#train_handlers#_target_"].endswith("distributed.handlers_for_rank")
+    assert wf.parser["train#trainer#iteration_update#_target_"] == "monai_medunic.engines.step.TrainStep"
+    assert wf.parser["train#handlers"][0]["_target_"].endswith("ResumeFromLatestCheckpoint")
 
 
 def test_mlm_loss_falls_and_output_loads_then_resumes(tmp_path, base_model):
@@ -87,17 +88,16 @@ def test_mlm_loss_falls_and_output_loads_then_resumes(tmp_path, base_model):
     assert (out / "mlm_loss.json").is_file() and (out / "medunic_vocab_extension.json").is_file()
     assert any(p.name.endswith(".tfevents." + p.name.split(".tfevents.")[-1]) for p in (root / "logs").iterdir())
     ckpts = sorted(p.name for p in (root / "models" / "checkpoints").iterdir())
-    assert "checkpoint_epoch=3.pt" in ckpts
+    assert "checkpoint_45.pt" in ckpts  # the shared atomic saver: named by iteration (3 epochs x 15)
 
     # resume: continue to epoch 4 from the epoch-3 checkpoint (trainer state, optimiser, schedule, weights)
     proc = _run(root, base_model, max_epochs=4, resume=True)
-    assert "resume: loading" in proc.stdout + proc.stderr
-    assert "Restored all variables" in proc.stdout + proc.stderr
+    assert "resumed from checkpoint_45.pt at epoch 3, iteration 45" in proc.stdout + proc.stderr
     log2 = json.loads((root / "logs" / "mlm_loss.json").read_text())
     assert [e["epoch"] for e in log2["epochs"]] == [1, 2, 3, 4]
     assert log2["epochs"][:3] == log["epochs"]
     assert log2["epochs"][3]["mean_loss"] < losses[0]  # did not restart from the random-embedding loss
-    assert "checkpoint_epoch=4.pt" in os.listdir(root / "models" / "checkpoints")
+    assert "checkpoint_60.pt" in os.listdir(root / "models" / "checkpoints")
 
 
 @pytest.mark.distributed
