@@ -6,6 +6,14 @@ from monai_medunic.losses.ctr import CTRLoss, TextFeatureAlignmentLoss, TextToTe
 from monai_medunic.losses.distill import DINOLoss, MaskedPatchDistillationLoss, distillation_cross_entropy
 from monai_medunic.losses.distributed import gather_with_grad, is_distributed
 from monai_medunic.losses.mlm import MaskedLMLoss
+from monai_medunic.losses.objective import (
+    TERM_LIBRARY,
+    CompositeObjective,
+    ObjectiveTerm,
+    TermSpec,
+    build_objective,
+    register_term,
+)
 from monai_medunic.losses.simclr import I2ILoss
 
 __all__ = [
@@ -17,6 +25,12 @@ __all__ = [
     "MedUniCLoss",
     "MaskedLMLoss",
     "I2ILoss",
+    "CompositeObjective",
+    "ObjectiveTerm",
+    "TermSpec",
+    "TERM_LIBRARY",
+    "build_objective",
+    "register_term",
     "DINOLoss", "MaskedPatchDistillationLoss", "distillation_cross_entropy",
     "info_nce",
     "gather_with_grad",
