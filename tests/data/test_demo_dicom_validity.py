@@ -1,5 +1,5 @@
-"""Every DICOM object the demo generator writes passes dciodvfy (dicom3tools) with 0 errors, and the
-attributes added for validity do not change the pixels the loader produces."""
+"""Every DICOM object the demo generator writes (CR, DX, SR, CT, SEG) passes dciodvfy (dicom3tools) with
+0 errors, and the attributes added for validity do not change the pixels the loader produces."""
 
 from __future__ import annotations
 
@@ -57,13 +57,14 @@ def test_every_demo_dicom_object_passes_dciodvfy(demo) -> None:
             failures[os.path.relpath(p, demo.out_dir)] = errors
     assert failures == {}, failures
     modalities = {k.split(":")[0] for k in kinds}
-    assert {"CR", "DX", "SR", "CT"} <= modalities, kinds
+    assert {"CR", "DX", "SR", "CT", "SEG"} <= modalities, kinds
     # both DX SOP classes: FOR PRESENTATION (with a window) and FOR PROCESSING (without)
     assert {k for k in kinds if k.startswith("DX")} == {
         "DX:Digital X-Ray Image Storage - For Presentation",
         "DX:Digital X-Ray Image Storage - For Processing",
     }, kinds
-    assert len(files) == demo.num_images + demo.num_sr + demo.num_ct_slices
+    assert len(files) == demo.num_images + demo.num_sr + demo.num_ct_slices + demo.num_seg
+    assert demo.num_seg > 5 and kinds["SEG:Segmentation Storage"] == demo.num_seg
 
 
 def test_dciodvfy_catches_what_was_missing(demo, tmp_path) -> None:

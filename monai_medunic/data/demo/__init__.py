@@ -21,11 +21,21 @@ diaphragm, exposure and noise) with findings at controlled prevalence, and write
   series each (64 x 128 x 128 voxels by default, HU through Rescale Slope / Intercept), by default one
   per 40 radiograph studies and at least 2 (:func:`default_ct_studies`; ``num_ct_studies=0`` or
   ``medunic demo-data --no-ct`` for none), with a bilingual report inline in the manifest;
-* ``out_dir/truth/`` the ground truth, a tree that mirrors the images': per CT study
-  ``truth/ct/study_<n>/mask.nii.gz``, a label map aligned with the series;
+* ``out_dir/truth/`` the ground truth, a tree that mirrors the images' (:mod:`~monai_medunic.data.demo.truth`):
+  per frontal radiograph with a finding of :data:`~monai_medunic.data.demo.cxr.MASK_FINDINGS`
+  (nodule, pneumothorax, effusion, consolidation) ``truth/dicom/study_<n>/frontal_1_<finding>.nii.gz``
+  (a 2D mask per finding) and ``frontal_1_seg.dcm`` (a DICOM SEG, BINARY, one segment per finding,
+  SNOMED CT coded, referencing the image); per CT study ``truth/ct/study_<n>/mask.nii.gz``, a label
+  map aligned with the series. The masks come from the geometry that draws each lesion, so they match
+  what is visible (``radiograph_truth=False`` / ``--no-truth`` skips the radiograph truth; the
+  images are the same either way);
 * ``out_dir/demo_info.json`` the counts of :class:`DemoDatasetInfo`.
 
-CT records in the manifest have ``modality`` ``"CT"``, ``spatial_dims`` 3, ``image`` the series
+Frontal radiograph records carry ``modality`` (``CR`` / ``DX``), ``masks`` ``{finding: NIfTI path}``,
+``boxes`` ``{finding: [[x0, y0, x1, y1], ...]}`` (one box per lesion, pixels of the image, ``x`` along
+columns, ``x1`` / ``y1`` one past the last pixel) and ``seg`` (the SEG's path) when a finding has a
+mask; ``masks`` and ``boxes`` are empty for a frontal image without such a finding, absent for
+laterals (no truth there). CT records in the manifest have ``modality`` ``"CT"``, ``spatial_dims`` 3, ``image`` the series
 folder, ``labels`` over :data:`CT_FINDINGS`, ``mask``, ``mask_labels`` and ``lesion_slices``
 (``{finding: [slice index, ...]}`` along the loaded volume's Z axis). The manifest loader and
 :func:`~monai_medunic.data.datalist.manifest_datalist` give radiograph records only unless asked for
@@ -59,7 +69,7 @@ The package's modules:
 * :mod:`~monai_medunic.data.demo.ct`: the chest CT phantoms (:func:`render_chest_ct`);
 * :mod:`~monai_medunic.data.demo.reports`: the bilingual report templates (radiograph and CT);
 * :mod:`~monai_medunic.data.demo.dicom_io`: the DICOM objects (CR / DX images, CT series, Comprehensive SR);
-* :mod:`~monai_medunic.data.demo.truth`: the ground truth files (NIfTI masks);
+* :mod:`~monai_medunic.data.demo.truth`: the ground truth files (NIfTI masks, boxes, DICOM SEG);
 * :mod:`~monai_medunic.data.demo.generate`: the driver (:func:`generate_demo_dataset`) and
   ``medunic demo-data`` (:func:`cli_main`).
 

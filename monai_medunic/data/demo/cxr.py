@@ -10,7 +10,15 @@ from scipy import ndimage
 from monai_medunic.data.demo.cases import DemoCase
 from monai_medunic.errors import ConfigurationError
 
-__all__ = ["render_chest_phantom"]
+__all__ = ["MASK_FINDINGS", "CONSOLIDATION_THRESHOLD", "render_chest_phantom", "render_chest_phantom_with_truth"]
+
+# the findings with a pixel truth on frontal views (Cardiomegaly and Edema are diffuse: labels only)
+MASK_FINDINGS: tuple[str, ...] = ("Nodule", "Pneumothorax", "Pleural Effusion", "Consolidation")
+# a consolidation's mask: where its opacity reaches this fraction of its full density. Its edge is a
+# Gaussian fall-off, not a step: at 0.2 every masked pixel is at least ~0.1 brighter in display units
+# (several noise sigmas, so visible), and the mask covers ~90% of what the finding visibly changes; the
+# half maximum would keep only the core (~45%). Measured in tests/data/test_demo_truth.py.
+CONSOLIDATION_THRESHOLD = 0.2
 
 
 def _soft(x: np.ndarray, k: float) -> np.ndarray:
@@ -39,6 +47,45 @@ def render_chest_phantom(
     lateral view is a left lateral (anterior on the image's left). Every finding of ``case`` is drawn
     on the frontal view; the lateral view shows the heart size and effusions.
     """
+    return _render(case, rng, size, view, None)
+
+
+def render_chest_phantom_with_truth(
+    case: DemoCase, rng: np.random.Generator, size: int = 256
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """The frontal phantom of :func:`render_chest_phantom` (the same image for the same ``rng`` state)
+    and the truth of its lesions: one dict per lesion with ``finding``, ``side`` and ``mask``
+    (``(size, size)`` bool), for the findings of :data:`MASK_FINDINGS`.
+
+    Each mask is taken from the geometry that draws the lesion, from the lesion's own contribution
+    (before exposure, blur and noise; at its half maximum where the edge is a step), and keeps only
+    what stays visible:
+
+    * Nodule: the disc of radius ``r`` (its soft edge's midpoint);
+    * Pneumothorax: where the lucent rim replaces the lung (rim weight > 0.5);
+    * Consolidation: where the patchy opacity reaches :data:`CONSOLIDATION_THRESHOLD` (0.2) of its full
+      density (lung x blob x patch; its margin fades gradually, see the constant);
+    * Pleural Effusion: where the fluid (weight > 0.5) replaces lung, one lesion per side; below the
+      dome the fluid has the abdomen's density and is not visible, so it is not in the mask;
+    * the effusion is drawn last: nodules and consolidation under it are removed from their masks.
+
+    Drawing the truth takes no random numbers, so the images are those of :func:`render_chest_phantom`.
+    """
+    lesions: list[dict[str, Any]] = []
+    img = _render(case, rng, size, "frontal", lesions)
+    effusion = np.zeros((size, size), dtype=bool)
+    for les in lesions:
+        if les["finding"] == "Pleural Effusion":
+            effusion |= les["mask"]
+    for les in lesions:
+        if les["finding"] in ("Nodule", "Consolidation"):
+            les["mask"] = les["mask"] & ~effusion
+    return img, [les for les in lesions if les["mask"].any()]
+
+
+def _render(
+    case: DemoCase, rng: np.random.Generator, size: int, view: str, truth: list[dict[str, Any]] | None
+) -> np.ndarray:
     if view not in ("frontal", "lateral"):
         raise ConfigurationError(f"view must be 'frontal' or 'lateral', got {view!r}")
     c = ((np.arange(size, dtype=np.float32) + 0.5) / size) * 2.0 - 1.0
@@ -84,6 +131,8 @@ def render_chest_phantom(
         region = _soft((L["cy"] + 0.2) - v, 0.03) * np.maximum(_soft(L["t"] + 0.3, 0.06), _soft((L["cy"] - 0.25) - v, 0.03))
         rim = L["mask"] * _soft(L["e"] - (1.0 - w), 0.01) * region
         pleural_line = L["mask"] * np.exp(-(((L["e"] - (1.0 - w)) / 0.018) ** 2)) * region
+        if truth is not None:
+            truth.append({"finding": "Pneumothorax", "side": a["side"], "mask": rim > 0.5})
 
     # lung parenchyma with vascular markings, brighter towards the hila
     hilar = np.zeros_like(u)
@@ -138,6 +187,8 @@ def render_chest_phantom(
         blob = np.exp(-(((u - ccx) / 0.19) ** 2 + ((v - zy) / 0.17) ** 2) / 2.0)
         patch = _soft(_smooth_noise(frng, u.shape[0], 14) + 0.5, 0.25)
         D = D + 0.38 * L["mask"] * (1.0 - rim) * blob * patch
+        if truth is not None:
+            truth.append({"finding": "Consolidation", "side": a["side"], "mask": L["mask"] * (1.0 - rim) * blob * patch > CONSOLIDATION_THRESHOLD})
     if case.labels.get("Nodule"):
         a = case.attrs["Nodule"]
         L = lungs[a["side"]]
@@ -150,6 +201,8 @@ def render_chest_phantom(
             r = a["radius"] * (0.85 if k else 1.0)
             d = np.sqrt((u - ncx) ** 2 + (v - ncy) ** 2)
             D = D + 0.42 * _soft(r - d, 0.006)
+            if truth is not None:
+                truth.append({"finding": "Nodule", "side": a["side"], "mask": d < r})
     if case.labels.get("Pleural Effusion"):
         a = case.attrs["Pleural Effusion"]
         for side in ("right", "left") if a["side"] == "bilateral" else (a["side"],):
@@ -159,6 +212,8 @@ def render_chest_phantom(
             ext = _soft(1.06 - _ellipse_r(u, v, L["cx"], L["cy"], L["rx"], L["ry"]), 0.02)
             fluid = ext * _soft(v - top, 0.025) * _soft(0.62 - v, 0.02)
             D = D * (1.0 - fluid) + (0.36 + 0.01 * tex2) * fluid
+            if truth is not None:
+                truth.append({"finding": "Pleural Effusion", "side": side, "mask": (fluid > 0.5) & (L["mask"] > 0.5)})
     return _expose(D, rng, U, V)
 
 

@@ -19,10 +19,25 @@ from pydicom.dataset import Dataset
 
 from monai_medunic.data.demo.cases import DEMO_FINDINGS, sample_case
 from monai_medunic.data.demo.ct import CT_DEFAULT_SHAPE, CT_FINDINGS, CT_MASK_LABELS, render_chest_ct, sample_ct_case
-from monai_medunic.data.demo.cxr import render_chest_phantom
-from monai_medunic.data.demo.dicom_io import _image_dataset, _QuietLoggers, _sample_storage, _sr_dataset, _uid, write_ct_series
+from monai_medunic.data.demo.cxr import MASK_FINDINGS, render_chest_phantom, render_chest_phantom_with_truth
+from monai_medunic.data.demo.dicom_io import (
+    _fixed_times,
+    _image_dataset,
+    _QuietLoggers,
+    _sample_storage,
+    _sr_dataset,
+    _uid,
+    write_ct_series,
+)
 from monai_medunic.data.demo.reports import _report_text, compose_ct_report, compose_report
-from monai_medunic.data.demo.truth import ct_affine, write_label_nifti
+from monai_medunic.data.demo.truth import (
+    box_of,
+    ct_affine,
+    finding_slug,
+    radiograph_seg,
+    write_label_nifti,
+    write_mask_nifti_2d,
+)
 from monai_medunic.errors import ConfigurationError
 
 __all__ = ["DemoDatasetInfo", "generate_demo_dataset", "default_ct_studies", "cli_main"]
@@ -59,6 +74,10 @@ class DemoDatasetInfo:
     ct_findings: tuple[str, ...] = CT_FINDINGS
     ct_prevalence: dict[str, float] = field(default_factory=dict)
     ct_splits: dict[str, int] = field(default_factory=dict)
+    mask_findings: tuple[str, ...] = MASK_FINDINGS
+    num_seg: int = 0
+    num_masks: int = 0
+    num_boxes: int = 0
     seconds: float = 0.0
     seconds_by_part: dict[str, float] = field(default_factory=dict)
 
@@ -67,6 +86,7 @@ class DemoDatasetInfo:
         d["findings"] = list(self.findings)
         d["ct_findings"] = list(self.ct_findings)
         d["ct_shape"] = list(self.ct_shape)
+        d["mask_findings"] = list(self.mask_findings)
         return d
 
 
@@ -94,8 +114,10 @@ def _write_studies(
     monochrome1_fraction: float,
     spanish_fraction: float,
     splits: Sequence[str],
+    truth: bool = True,
 ) -> tuple[list[dict[str, Any]], Counter[str], Counter[str]]:
-    """Write every study's DICOM files; return the manifest records and the counts."""
+    """Write every study's DICOM files (and, with ``truth``, its frontal image's masks, SEG and boxes);
+    return the manifest records and the counts."""
     base_date = datetime.date(2024, 1, 1)
     pixel_spacing = round(430.0 / image_size, 4)
     records: list[dict[str, Any]] = []
@@ -117,12 +139,16 @@ def _write_studies(
         os.makedirs(study_dir, exist_ok=True)
         sex = "F" if rng.random() < 0.5 else "M"
         views = ["frontal"] + (["lateral"] if case.has_lateral else [])
-        image_paths: list[tuple[str, str]] = []
+        image_paths: list[tuple[str, str, str]] = []
         frontal_ds: Dataset | None = None
+        lesions: list[dict[str, Any]] | None = None
         for k, view in enumerate(views):
             storage = _sample_storage(rng, monochrome1_fraction, jpeg2000_fraction)
             enc = str(rng.choice(["view_position", "patient_orientation", "series_description"], p=[0.7, 0.15, 0.15]))
-            img = render_chest_phantom(case, rng, image_size, view)
+            if view == "frontal" and truth:  # the same image, and the truth of its lesions
+                img, lesions = render_chest_phantom_with_truth(case, rng, image_size)
+            else:
+                img = render_chest_phantom(case, rng, image_size, view)
             ds = _image_dataset(
                 img,
                 storage,
@@ -142,7 +168,7 @@ def _write_studies(
             name = f"{'frontal' if view == 'frontal' else 'lateral'}_{k + 1}.dcm"
             path = os.path.join(study_dir, name)
             ds.save_as(path, enforce_file_format=True)
-            image_paths.append((view, os.path.relpath(path, out).replace(os.sep, "/")))
+            image_paths.append((view, os.path.relpath(path, out).replace(os.sep, "/"), storage.modality))
             counts[f"view_{view}"] += 1
             counts["jpeg2000"] += int(storage.jpeg2000)
             counts["monochrome1"] += int(storage.photometric == "MONOCHROME1")
@@ -166,12 +192,15 @@ def _write_studies(
             sr.save_as(sr_path, enforce_file_format=True)
             sr_rel = os.path.relpath(sr_path, out).replace(os.sep, "/")
             counts["sr"] += 1
+        truth_fields: dict[str, Any] = {}
+        if lesions is not None and frontal_ds is not None:
+            truth_fields = _write_radiograph_truth(out, image_paths[0][1], frontal_ds, lesions, seed, i, pixel_spacing, study_date, counts)
         for f in DEMO_FINDINGS:
             label_sums[f] += case.labels[f]
         counts["normal"] += int(not any(case.labels.values()))
         counts[f"lang_{lang}"] += 1
         counts[f"split_{splits[i]}"] += 1
-        for _view, rel in image_paths:
+        for view, rel, modality in image_paths:
             rec: dict[str, Any] = {"image": rel}
             if sr_rel is not None:
                 rec["report_sr"] = sr_rel
@@ -183,9 +212,55 @@ def _write_studies(
                 labels=dict(case.labels),
                 split=splits[i],
                 study_uid=study_uid,
+                modality=modality,
             )
+            if view == "frontal":
+                rec.update(truth_fields)
             records.append(rec)
     return records, counts, label_sums
+
+
+def _write_radiograph_truth(
+    out: str,
+    image_rel: str,
+    image: Dataset,
+    lesions: Sequence[Mapping[str, Any]],
+    seed: int,
+    index: int,
+    pixel_spacing: float,
+    study_date: str,
+    counts: Counter[str],
+) -> dict[str, Any]:
+    """Write a frontal image's truth under ``truth/`` (a tree mirroring the images'); return its manifest fields.
+
+    Per finding of :data:`~monai_medunic.data.demo.cxr.MASK_FINDINGS` present: a 2D NIfTI mask
+    (``<image>_<finding>.nii.gz``) and a box per lesion; one DICOM SEG (``<image>_seg.dcm``) with a
+    segment per finding, referencing the image. An image without such a finding gets empty ``masks``
+    and ``boxes`` (its truth is known: nothing to segment) and no SEG.
+    """
+    stem = "truth/" + image_rel[: -len(".dcm")]
+    masks: dict[str, np.ndarray] = {}
+    boxes: dict[str, list[list[int]]] = {}
+    for f in MASK_FINDINGS:
+        found = [les for les in lesions if les["finding"] == f]
+        if found:
+            masks[f] = np.logical_or.reduce([les["mask"] for les in found])
+            boxes[f] = [box_of(les["mask"]) for les in found]
+    fields: dict[str, Any] = {"masks": {}, "boxes": boxes}
+    for f, mask in masks.items():
+        rel = f"{stem}_{finding_slug(f)}.nii.gz"
+        write_mask_nifti_2d(os.path.join(out, rel), mask, (pixel_spacing, pixel_spacing))
+        fields["masks"][f] = rel
+        counts["masks"] += 1
+        counts["boxes"] += len(boxes[f])
+    if masks:
+        seg = radiograph_seg(image, masks, series_uid=_uid(seed, index, "seg-series"), sop_uid=_uid(seed, index, "seg"))
+        _fixed_times(seg, study_date)
+        rel = f"{stem}_seg.dcm"
+        seg.save_as(os.path.join(out, rel), enforce_file_format=True)
+        fields["seg"] = rel
+        counts["seg"] += 1
+    return fields
 
 
 def default_ct_studies(num_studies: int) -> int:
@@ -283,6 +358,7 @@ def generate_demo_dataset(
     num_ct_studies: int | None = None,
     ct_shape: Sequence[int] = CT_DEFAULT_SHAPE,
     ct_prevalence: Mapping[str, float] | None = None,
+    radiograph_truth: bool = True,
 ) -> DemoDatasetInfo:
     """Write the synthetic bilingual chest radiograph and chest CT dataset (see the package docstring).
 
@@ -305,6 +381,8 @@ def generate_demo_dataset(
         ct_shape: CT grid ``(slices, rows, columns)`` (default 64 x 128 x 128).
         ct_prevalence: per-finding probabilities of the CT studies (default
             :data:`~monai_medunic.data.demo.ct.CT_DEFAULT_PREVALENCE`).
+        radiograph_truth: write the frontal radiographs' truth (NIfTI masks, DICOM SEG, boxes). It
+            changes no image: the truth is drawn from the same geometry, with no random draw.
 
     Returns:
         :class:`DemoDatasetInfo` (also written to ``out_dir/demo_info.json``).
@@ -352,7 +430,7 @@ def generate_demo_dataset(
         t = time.perf_counter()
         records, counts, label_sums = _write_studies(
             out, num_studies, seed, image_size, prevalence, lateral_fraction, sr_fraction, jpeg2000_fraction,
-            monochrome1_fraction, spanish_fraction, splits,
+            monochrome1_fraction, spanish_fraction, splits, radiograph_truth,
         )
         parts["radiographs"] = round(time.perf_counter() - t, 3)
         t = time.perf_counter()
@@ -389,6 +467,10 @@ def generate_demo_dataset(
         ct_shape=ct_shape_t if num_ct else (),
         ct_prevalence={f: ct_sums[f] / num_ct for f in CT_FINDINGS} if num_ct else {},
         ct_splits={k[9:]: v for k, v in sorted(ct_counts.items()) if k.startswith("ct_split_")},
+        mask_findings=MASK_FINDINGS if radiograph_truth else (),
+        num_seg=counts["seg"],
+        num_masks=counts["masks"],
+        num_boxes=counts["boxes"],
     )
     info.seconds = round(time.perf_counter() - start, 3)
     info.seconds_by_part = parts
@@ -445,6 +527,10 @@ def cli_main(argv: Sequence[str]) -> int:
         "--ct-shape", type=int, nargs=3, default=list(CT_DEFAULT_SHAPE), metavar=("SLICES", "ROWS", "COLUMNS"),
         help="CT grid (default 64 128 128: 5 mm slices, 2.8 mm pixels)",
     )
+    parser.add_argument(
+        "--no-truth", action="store_true",
+        help="write no radiograph truth (NIfTI masks, DICOM SEG, boxes); the images are the same either way",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset in --out")
     args = parser.parse_args(list(argv))
     info = generate_demo_dataset(
@@ -458,6 +544,7 @@ def cli_main(argv: Sequence[str]) -> int:
         overwrite=args.overwrite,
         num_ct_studies=0 if args.no_ct else args.ct_studies,
         ct_shape=tuple(args.ct_shape),
+        radiograph_truth=not args.no_truth,
     )
     prevalence = ", ".join(f"{k} {v:.2f}" for k, v in info.prevalence.items())
     lines = [
@@ -465,6 +552,8 @@ def cli_main(argv: Sequence[str]) -> int:
         f"{info.num_sr} SR reports; {info.num_jpeg2000} JPEG 2000; {info.num_monochrome1} MONOCHROME1) in {info.seconds:.1f} s",
         f"prevalence: {prevalence}; normal {info.num_normal}",
     ]
+    if info.num_seg or info.num_masks:
+        lines.append(f"radiograph truth: {info.num_masks} NIfTI masks, {info.num_boxes} boxes, {info.num_seg} DICOM SEG")
     if info.num_ct_studies:
         ct_prev = ", ".join(f"{k} {v:.2f}" for k, v in info.ct_prevalence.items())
         shape = "x".join(str(v) for v in info.ct_shape)
