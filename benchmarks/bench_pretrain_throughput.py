@@ -1,8 +1,8 @@
 """Pre-training throughput: the bundle's MONAI/Ignite trainer against a plain PyTorch loop, and the share of
 this machine's matmul peak that the image encoder's training step reaches (fp32 and bf16).
 
-Both loops run the same Med-UniC step (:class:`monai_medunic.engines.iterations.MedUniCTrainStep` logic:
-two image views, text with a dropout view, CVL + SSV + CTR, AdamW) on the same model, batch and
+Both loops run the same Med-UniC step (:class:`monai_medunic.engines.step.TrainStep` configured as the
+bundle does: two image views, text with a dropout view, CVL + SSV + CTR, AdamW) on the same model, batch and
 pre-loaded data, each in its own subprocess so that its peak memory (max RSS) is its own. The matmul
 peak is measured in the same run with a large square matmul on all threads.
 
@@ -47,7 +47,8 @@ def _worker(mode: str, args) -> dict:
     import torch
     from torch.utils.data import DataLoader
 
-    from monai_medunic.engines.iterations import MedUniCTrainStep, _autocast, resolve_precision
+    from monai_medunic.engines.precision import autocast, resolve_precision
+    from monai_medunic.engines.step import TrainStep
     from monai_medunic.losses import MedUniCLoss
 
     model, batch = _model_and_batch(args)
@@ -58,13 +59,13 @@ def _worker(mode: str, args) -> dict:
     precision = resolve_precision(args.precision, "cpu")
     times: list[float] = []
     if mode == "plain":
-        model.image_encoder.to(memory_format=torch.channels_last)
+        model.to(memory_format=torch.channels_last)
         model.train()
         for i, b in enumerate(loader):
             t0 = time.perf_counter()
             imgs = b["image"].contiguous(memory_format=torch.channels_last)
             aug = b["image_aug"].contiguous(memory_format=torch.channels_last)
-            with _autocast(precision, "cpu"):
+            with autocast(precision, "cpu"):
                 out = model(imgs, b["input_ids"], b["attention_mask"], aug)
             loss = loss_fn(out)["loss"]
             loss.backward()
@@ -79,7 +80,9 @@ def _worker(mode: str, args) -> dict:
 
         trainer = SupervisedTrainer(
             device=torch.device("cpu"), max_epochs=1, train_data_loader=loader, network=model, optimizer=opt,
-            loss_function=loss_fn, iteration_update=MedUniCTrainStep(precision=args.precision, channels_last=True),
+            loss_function=loss_fn, iteration_update=TrainStep(
+                {"images": "image", "images_aug": "image_aug", "input_ids": "input_ids", "attention_mask": "attention_mask"},
+                precision=args.precision, channels_last=True),
             decollate=False,
         )
         stamps: dict[int, float] = {}
@@ -150,15 +153,21 @@ def main() -> None:
     base = [sys.executable, __file__, "--steps", str(args.steps), "--warmup", str(args.warmup), "--batch", str(args.batch),
             "--image-size", str(args.image_size), "--encoder", args.encoder, "--precision", args.precision]
     runs = {}
-    for mode in ("plain", "bundle", "plain", "bundle"):  # interleaved, best of two: less sensitive to load
+    for i, mode in enumerate(("plain", "bundle", "plain", "bundle")):  # interleaved, best of two: less sensitive to load
+        print(f"[{i + 1}/4] {mode} loop, {args.steps} timed steps ...", flush=True)
         out = subprocess.run(base + ["--worker", mode], capture_output=True, text=True, check=True)
         res = json.loads(out.stdout.strip().splitlines()[-1])
         if mode not in runs or res["pairs_per_s"] > runs[mode]["pairs_per_s"]:
             runs[mode] = res
     ratio = runs["bundle"]["pairs_per_s"] / runs["plain"]["pairs_per_s"]
-    peaks = {d: _matmul_peak(d) for d in ("fp32", "bf16")}
+    from monai_medunic.engines.precision import cpu_supports_bf16
+
+    # a CPU without bf16 instructions emulates a bf16 matmul for many minutes: measure bf16 only where it is native
+    dtypes = ("fp32", "bf16") if cpu_supports_bf16() else ("fp32",)
+    print(f"matmul peak and image-encoder GFLOPS ({', '.join(dtypes)}) ...", flush=True)
+    peaks = {d: _matmul_peak(d) for d in dtypes}
     encoder = {}
-    for d in ("fp32", "bf16"):
+    for d in dtypes:
         flops, achieved = _encoder_step_gflops(args, d)
         encoder[d] = {"gflop_per_step": flops / 1e9, "achieved_gflops": achieved, "matmul_peak_gflops": peaks[d],
                       "share_of_peak": achieved / peaks[d]}
@@ -179,7 +188,7 @@ def main() -> None:
         "| loop | image-report pairs/s | step (s) | peak RSS (MB) |",
         "| --- | --- | --- | --- |",
         f"| plain PyTorch (baseline) | {runs['plain']['pairs_per_s']:.2f} | {runs['plain']['step_s']:.3f} | {runs['plain']['peak_rss_mb']:.0f} |",
-        f"| bundle trainer (SupervisedTrainer + MedUniCTrainStep) | {runs['bundle']['pairs_per_s']:.2f} | {runs['bundle']['step_s']:.3f} | {runs['bundle']['peak_rss_mb']:.0f} |",
+        f"| bundle trainer (SupervisedTrainer + TrainStep) | {runs['bundle']['pairs_per_s']:.2f} | {runs['bundle']['step_s']:.3f} | {runs['bundle']['peak_rss_mb']:.0f} |",
         "",
         f"Throughput ratio trainer/plain: **{ratio:.3f}** (framework overhead {(1 / ratio - 1) * 100:+.1f}%); "
         f"peak-memory ratio {result['peak_rss_ratio']:.3f}.",

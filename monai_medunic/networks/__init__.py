@@ -1,6 +1,6 @@
 """Networks: image and text encoders, projectors and the per-method model assemblies."""
 
-from monai_medunic.networks.image import IMAGE_ENCODER_SPECS, CXRImageEncoder, available_image_encoders
+from monai_medunic.networks.image import IMAGE_ENCODER_SPECS, CXRImageEncoder, ImageEncoder, available_image_encoders
 from monai_medunic.networks.models import ImageEmbedder, MedUniC
 from monai_medunic.networks.projection import ProjectionHead
 from monai_medunic.networks.text import HFTextEncoder, find_transformer_layers
@@ -12,6 +12,7 @@ from monai_medunic.networks.fusion import FusedMaskedLM, FusionTransformer
 from monai_medunic.networks.vqa import VQAHead, encoder_head_param_groups
 
 __all__ = [
+    "ImageEncoder",
     "CXRImageEncoder",
     "HFTextEncoder",
     "ProjectionHead",

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Collection, Mapping
+from typing import Any, Collection, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from monai_medunic.errors import BatchSizeError, ConfigurationError, ShapeMismatchError
-from monai_medunic.networks.image import CXRImageEncoder
+from monai_medunic.networks.image import ImageEncoder
 from monai_medunic.networks.projection import ProjectionHead
 from monai_medunic.networks.text import HFTextEncoder
 
@@ -42,11 +42,11 @@ class MedUniC(nn.Module):
     gives the two text views independent dropout masks.
 
     Args:
-        image_encoder: an encoder name (see :class:`CXRImageEncoder`) or a module returning ``{"pooled": ...}``.
+        image_encoder: an encoder name (see :class:`~monai_medunic.networks.ImageEncoder`) or a module returning ``{"pooled": ...}``.
         text_model_name_or_path: HF directory or hub id of the text encoder.
         text_config: HF config dict, used when no path is given (offline runs, tests).
         text_encoder: a ready text module returning ``{"pooled": ...}`` (overrides the two above).
-        in_channels, img_size: image encoder input.
+        in_channels, img_size, spatial_dims: image encoder input (``spatial_dims=3`` encodes volumes).
         embed_dim: ``d``. ctr_dim: ``D'``. proj_hidden_dim: hidden width of the projectors (default: input width).
         freeze_layers, freeze_embeddings, pooling: see :class:`HFTextEncoder`.
         text_dropout_view: compute ``ctr_a``/``ctr_b`` in train mode (disable to save compute when CTR is off).
@@ -59,7 +59,7 @@ class MedUniC(nn.Module):
         text_config: Mapping[str, Any] | None = None,
         text_encoder: nn.Module | None = None,
         in_channels: int = 1,
-        img_size: int = 224,
+        img_size: int | Sequence[int] = 224,
         embed_dim: int = 512,
         ctr_dim: int = 1024,
         proj_hidden_dim: int | None = None,
@@ -67,6 +67,7 @@ class MedUniC(nn.Module):
         freeze_embeddings: bool | None = None,
         pooling: str = "cls",
         text_dropout_view: bool = True,
+        spatial_dims: int = 2,
     ) -> None:
         super().__init__()
         # JSON-able construction arguments, written next to the weights when a bundle is exported
@@ -81,9 +82,10 @@ class MedUniC(nn.Module):
             "freeze_embeddings": freeze_embeddings,
             "pooling": pooling,
             "text_dropout_view": text_dropout_view,
+            "spatial_dims": spatial_dims,
         }
         if isinstance(image_encoder, str):
-            image_encoder = CXRImageEncoder(image_encoder, in_channels=in_channels, img_size=img_size)
+            image_encoder = ImageEncoder(image_encoder, in_channels=in_channels, img_size=img_size, spatial_dims=spatial_dims)
         self.image_encoder = image_encoder
         if text_encoder is None:
             text_encoder = HFTextEncoder(

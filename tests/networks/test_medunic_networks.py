@@ -7,7 +7,7 @@ import torch
 
 from monai_medunic.errors import BatchSizeError, ConfigurationError, ModelLoadError, ShapeMismatchError
 from monai_medunic.losses import MedUniCLoss
-from monai_medunic.networks import CXRImageEncoder, HFTextEncoder, MedUniC, ProjectionHead, available_image_encoders
+from monai_medunic.networks import CXRImageEncoder, HFTextEncoder, ImageEncoder, MedUniC, ProjectionHead, available_image_encoders
 
 
 @pytest.mark.parametrize(
@@ -26,6 +26,27 @@ def test_image_encoders_by_name(name: str, size: int, dim: int, grid: int) -> No
     with torch.no_grad():
         other = enc(torch.rand(2, 1, size, size))["pooled"]
     assert not torch.allclose(out["pooled"], other)
+
+
+@pytest.mark.parametrize("name,size,dim,grid", [("resnet18", (32, 64, 64), 512, (1, 2, 2)), ("vit_tiny", (32, 64, 48), 192, (2, 4, 3))])
+def test_3d_encoders_are_a_parameter(name: str, size: tuple, dim: int, grid: tuple) -> None:
+    """The same encoder names encode volumes with spatial_dims=3 (anisotropic sizes included)."""
+    enc = ImageEncoder(name, img_size=size, spatial_dims=3).eval()
+    with torch.no_grad():
+        out = enc(torch.rand(2, 1, *size))
+    assert out["pooled"].shape == (2, dim) and out["feature_map"].shape == (2, dim, *grid)
+    assert out["tokens"].shape == (2, grid[0] * grid[1] * grid[2], dim)
+    with pytest.raises(ShapeMismatchError, match="3D image encoder"):
+        enc(torch.rand(2, 1, 64, 64))  # a radiograph given to the volume encoder
+    with pytest.raises(ShapeMismatchError, match="2D image encoder"):
+        ImageEncoder(name, img_size=64)(torch.rand(2, 1, *size))  # and the reverse
+
+
+def test_resnet_pyramid_for_dense_decoders() -> None:
+    enc = ImageEncoder("resnet18", img_size=64).eval()
+    with torch.no_grad():
+        pyramid = enc(torch.rand(1, 1, 64, 64))["pyramid"]
+    assert [tuple(p.shape[1:]) for p in pyramid] == [(64, 32, 32), (64, 16, 16), (128, 8, 8), (256, 4, 4), (512, 2, 2)]
 
 
 def test_available_names() -> None:
