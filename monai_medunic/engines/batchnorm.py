@@ -78,6 +78,8 @@ class FreezeBatchNormStatistics:
             or a ``submodule`` the network does not have.
     """
 
+    runs_on_all_ranks = True  # it changes the training computation: attached on every rank by handlers_for_rank
+
     def __init__(
         self,
         network: nn.Module,

@@ -186,3 +186,9 @@ def test_bad_configuration_raises_typed_errors(caplog) -> None:
     with caplog.at_level(logging.WARNING, logger="monai_medunic.engines.batchnorm"):
         engine.run([0], max_epochs=1)
     assert "no BatchNorm layer" in caplog.text
+
+
+def test_kept_on_every_rank_by_the_handler_filter() -> None:
+    from monai_medunic.engines.distributed import runs_on_all_ranks
+
+    assert runs_on_all_ranks(FreezeBatchNormStatistics(_TwoViewNet()))
