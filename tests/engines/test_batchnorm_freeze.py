@@ -192,3 +192,31 @@ def test_kept_on_every_rank_by_the_handler_filter() -> None:
     from monai_medunic.engines.distributed import runs_on_all_ranks
 
     assert runs_on_all_ranks(FreezeBatchNormStatistics(_TwoViewNet()))
+
+
+def test_with_the_training_step_and_an_i2i_objective() -> None:
+    """The real step (TrainStep in MONAI's SupervisedTrainer) calls network.train() every iteration."""
+    from monai.engines import SupervisedTrainer
+
+    from monai_medunic.engines.step import TrainStep
+    from monai_medunic.losses import CompositeObjective, ObjectiveTerm
+
+    class _Views(_TwoViewNet):
+        def forward(self, view_a: torch.Tensor, view_b: torch.Tensor) -> dict[str, torch.Tensor]:  # type: ignore[override]
+            emb = super().forward(torch.cat([view_a, view_b]))["image_emb"]
+            return {"image_a_emb": emb[: len(view_a)], "image_b_emb": emb[len(view_a) :]}
+
+    net = _Views()
+    objective = CompositeObjective({"i2i": ObjectiveTerm(I2ILoss(), ("image_a_emb", "image_b_emb"), 0.5)})
+    loader = [{"view_a": x.flip(-1) * 1.8, "view_b": (x + 0.4).clamp(max=1.0)} for x in _batches(4)]
+    trainer = SupervisedTrainer(
+        device=torch.device("cpu"), max_epochs=1, train_data_loader=loader, network=net,
+        optimizer=torch.optim.Adam(net.parameters(), lr=1e-2), loss_function=objective,
+        iteration_update=TrainStep({"view_a": "view_a", "view_b": "view_b"}, "fp32"), decollate=False,
+    )
+    FreezeBatchNormStatistics(net, warmup_iterations=1, submodule="image_encoder").attach(trainer)
+    history = _record(trainer, net, net.image_encoder)
+    trainer.run()
+    assert len(history) == 4
+    assert all(_equal(r["stats"], history[0]["stats"]) for r in history[1:])
+    assert all(not torch.equal(history[-1]["weights"][k], history[1]["weights"][k]) for k in history[1]["weights"])
