@@ -24,6 +24,7 @@ def manifest_datalist(
     frontal_only: bool = True,
     dimensions: int | Sequence[int] | None = 2,
     modalities: str | Sequence[str] | None = None,
+    truth: bool = False,
 ) -> list[dict[str, Any]]:
     """Load, validate and filter a manifest (:func:`~monai_medunic.data.manifest.load_manifest`) and
     return MONAI-style dicts with ``image``, ``report``, ``language``, ``labels`` (in ``findings``
@@ -37,23 +38,40 @@ def manifest_datalist(
     folder or a NIfTI file, plus ``mask``, ``mask_labels`` and ``lesion_slices`` where the manifest has
     them); ``(2, 3)`` or ``None`` both. ``modalities`` narrows further (e.g. ``"CT"``).
 
+    ``truth`` adds the radiographs' truth (``masks``, ``seg``, ``boxes`` and ``box_labels``, see
+    :func:`~monai_medunic.data.manifest.records_to_data_dicts`) where a record has it. The truth of
+    the records returned (with ``truth``, and always for 3D records) is checked against the images:
+    a mask whose size differs from its image, a box outside the image, a lesion slice outside the
+    volume or a SEG that does not reference the record's image is skipped with a counted reason (or
+    raises with ``on_error="raise"``), naming the file, line and field.
+
     Raises:
         ManifestError: the manifest is missing or empty, the split holds no usable record, or
-            ``require_labels`` and a record lacks a label for one of ``findings`` (names the study).
+            ``require_labels`` and a record has no labels, an empty label set, or lacks a label for
+            one of ``findings`` (names the study, the line and the field).
     """
+    wants_3d = dimensions is None or (dimensions == 3 if isinstance(dimensions, int) else 3 in list(dimensions))
     result = load_manifest(
-        manifest, on_error=on_error, frontal_only=frontal_only, split=split, dimensions=dimensions, modalities=modalities
+        manifest,
+        on_error=on_error,
+        frontal_only=frontal_only,
+        split=split,
+        dimensions=dimensions,
+        modalities=modalities,
+        check_truth=truth or wants_3d,
     )
-    data = records_to_data_dicts(result.records, findings)
+    data = records_to_data_dicts(result.records, findings, truth=truth)
     if not data:
         raise ManifestError(f"no usable record for split '{split}' ({result.summary})", path=manifest)
     for d, rec in zip(data, result.records):
         d["id"] = d.get("study_uid") or (d["image"] if isinstance(d["image"], str) else d["image"][0])
         if require_labels:
             labels = d.get("labels")
-            if labels is None or any(math.isnan(v) for v in labels):
+            if not rec.labels or labels is None or any(math.isnan(v) for v in labels):
+                what = "an empty label set" if rec.labels == {} else ("no labels" if not rec.labels else "no label for some of")
                 raise ManifestError(
-                    f"record '{d['id']}' has no label for some of {list(findings or [])}: evaluation needs every label",
+                    f"record '{d['id']}' has {what}{' ' + str(list(findings or [])) if rec.labels else ''}: "
+                    "evaluation needs every label",
                     path=manifest,
                     field="labels",
                     line=rec.line,

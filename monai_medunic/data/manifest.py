@@ -13,15 +13,27 @@ A manifest lists the pairs a vision-language model is pre-trained or evaluated o
 * optional ``modality`` (DICOM Modality: ``CR``, ``DX``, ``CT`` ...) and ``spatial_dims`` (``2`` for
   radiographs, ``3`` for volumes; default 3 for CT / MR / PT / NM records, else 2). A 3D record's
   ``image`` is a DICOM series folder or a NIfTI volume;
+* truth for 2D records: ``masks`` ``{finding: mask file}`` (a 2D NIfTI / image of the image's size),
+  ``boxes`` ``{finding: [[x0, y0, x1, y1], ...]}`` (pixels of the image, ``x`` along columns, ``x1`` /
+  ``y1`` one past the last pixel) and ``seg`` (a DICOM SEG that references the image);
 * truth for 3D records: ``mask`` (a NIfTI label map aligned with the volume), ``mask_labels``
   ``{finding: label value}`` and ``lesion_slices`` ``{finding: [slice index, ...]}`` (indices along the
   volume's Z axis as :mod:`monai_medunic.transforms.volume` loads it).
+
+The truth fields are checked for form always (a box with ``x1 <= x0``, a negative slice index, a
+mask label out of range, a missing mask or SEG file: ``invalid_boxes``, ``invalid_lesion_slices``,
+``invalid_mask_labels``, ``missing_mask_file``, ``missing_seg_file``) and against the image with
+``check_truth=True`` (reads headers only): ``mask_size_mismatch`` (a mask whose size differs from its
+image or volume), ``box_outside_image``, ``lesion_slice_outside_volume``, ``seg_reference_missing``
+(the SEG does not reference the record's image: that image is missing), ``unreadable_seg``,
+``unreadable_mask``. ``require_labels=True`` refuses records without labels or with an empty label set
+(``missing_labels``).
 
 JSONL: one JSON object per line with those keys (blank lines are ignored). CSV: columns ``image``
 (several paths joined by ``|``), ``report``, ``report_sr``, ``language``, ``split``, ``study_uid``,
 ``view``, ``modality``, ``spatial_dims``, ``mask``, one ``label:<Finding>`` column per finding (``0``,
 ``1`` or empty), ``translation:<lang>`` columns, and the structured fields (``mask_labels``,
-``lesion_slices``) as JSON text.
+``lesion_slices``, ``masks``, ``boxes``) as JSON text, and ``seg``.
 
 Validation on load. A bad record raises :class:`monai_medunic.errors.ManifestError` naming the file,
 the line and the field (``on_error="raise"``), or is skipped with the reason logged and counted
@@ -74,7 +86,7 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 _SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 _VIEWS = ("frontal", "lateral", "unknown")
 VOLUME_MODALITIES: tuple[str, ...] = ("CT", "MR", "PT", "NM")
-_JSON_COLUMNS = ("mask_labels", "lesion_slices")
+_JSON_COLUMNS = ("mask_labels", "lesion_slices", "masks", "boxes")
 _NON_DICOM_EXT = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".nii", ".nii.gz", ".npy", ".npz")
 
 
@@ -103,6 +115,9 @@ class ManifestRecord:
         mask: 3D records: the absolute path of a NIfTI label map aligned with the volume.
         mask_labels: 3D records: ``{finding: label value in mask}``.
         lesion_slices: 3D records: ``{finding: sorted slice indices}`` (Z axis of the loaded volume).
+        masks: 2D records: ``{finding: absolute path of a binary mask of the image's size}``.
+        boxes: 2D records: ``{finding: [[x0, y0, x1, y1], ...]}`` in pixels of the (first) image.
+        seg: 2D records: the absolute path of a DICOM SEG that references the image.
     """
 
     image_paths: list[str]
@@ -120,6 +135,9 @@ class ManifestRecord:
     mask: str | None = None
     mask_labels: dict[str, int] | None = None
     lesion_slices: dict[str, list[int]] | None = None
+    masks: dict[str, str] | None = None
+    boxes: dict[str, list[list[float]]] | None = None
+    seg: str | None = None
 
     def to_json_dict(self, root: str | os.PathLike | None = None) -> dict[str, Any]:
         """The record as a JSONL object; paths below ``root`` are written relative to it."""
@@ -155,6 +173,12 @@ class ManifestRecord:
             out["mask_labels"] = dict(self.mask_labels)
         if self.lesion_slices is not None:
             out["lesion_slices"] = {k: list(v) for k, v in self.lesion_slices.items()}
+        if self.masks is not None:
+            out["masks"] = {k: rel(v) for k, v in self.masks.items()}
+        if self.boxes is not None:
+            out["boxes"] = {k: [list(b) for b in v] for k, v in self.boxes.items()}
+        if self.seg is not None:
+            out["seg"] = rel(self.seg)
         return out
 
 
@@ -294,6 +318,38 @@ def _parse_lesion_slices(value: Any) -> dict[str, list[int]] | None:
     return out
 
 
+def _parse_masks(value: Any, root: str) -> dict[str, str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and k.strip() and isinstance(v, str) and v.strip() for k, v in value.items()
+    ):
+        raise _Invalid("masks", "invalid_masks", "'masks' must be an object {finding: mask file}")
+    return {k: _resolve(root, v.strip()) for k, v in value.items()}
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
+
+
+def _parse_boxes(value: Any) -> dict[str, list[list[float]]] | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise _Invalid("boxes", "invalid_boxes", "'boxes' must be an object {finding: [[x0, y0, x1, y1], ...]}")
+    out: dict[str, list[list[float]]] = {}
+    for k, boxes in value.items():
+        if not isinstance(k, str) or not k.strip() or not isinstance(boxes, list) or not boxes:
+            raise _Invalid("boxes", "invalid_boxes", f"boxes of {k!r} must be a non-empty list of [x0, y0, x1, y1]")
+        for b in boxes:
+            if not isinstance(b, list) or len(b) != 4 or not all(_is_number(c) for c in b):
+                raise _Invalid("boxes", "invalid_boxes", f"a box of {k!r} must be [x0, y0, x1, y1] numbers, got {b!r}")
+            if not (b[0] < b[2] and b[1] < b[3]):
+                raise _Invalid("boxes", "invalid_boxes", f"a box of {k!r} must have x0 < x1 and y0 < y1, got {b!r}")
+        out[k] = [[float(c) if isinstance(c, float) else int(c) for c in b] for b in boxes]
+    return out
+
+
 def _validate(
     raw: Mapping[str, Any], root: str, check_files: bool, read_sr: bool, line: int, dims: int = 2
 ) -> ManifestRecord:
@@ -322,6 +378,27 @@ def _validate(
             raise _Invalid("mask", "missing_mask_file", f"mask file does not exist: {mask_path}")
     mask_labels = _parse_mask_labels(raw.get("mask_labels"))
     lesion_slices = _parse_lesion_slices(raw.get("lesion_slices"))
+    masks = _parse_masks(raw.get("masks"), root)
+    boxes = _parse_boxes(raw.get("boxes"))
+    seg = raw.get("seg")
+    seg_path = None
+    if seg not in (None, ""):
+        if not isinstance(seg, str):
+            raise _Invalid("seg", "invalid_seg", "'seg' must be the path of a DICOM SEG")
+        seg_path = _resolve(root, seg.strip())
+    if dims == 3:
+        for name, value in (("masks", masks), ("boxes", boxes), ("seg", seg_path)):
+            if value is not None:
+                raise _Invalid(name, f"invalid_{name}", f"'{name}' belongs to 2D records; a volume gives 'mask' and 'lesion_slices'")
+    elif mask_labels is not None or lesion_slices is not None:
+        name = "mask_labels" if mask_labels is not None else "lesion_slices"
+        raise _Invalid(name, f"invalid_{name}", f"'{name}' belongs to 3D records; a radiograph gives 'masks' and 'boxes'")
+    if check_files:
+        for finding, path in (masks or {}).items():
+            if not os.path.isfile(path):
+                raise _Invalid("masks", "missing_mask_file", f"mask of {finding!r} does not exist: {path}")
+        if seg_path is not None and not os.path.isfile(seg_path):
+            raise _Invalid("seg", "missing_seg_file", f"SEG file does not exist: {seg_path}")
     report = raw.get("report")
     report_sr = raw.get("report_sr")
     sr_path = None
@@ -387,7 +464,155 @@ def _validate(
         mask=mask_path,
         mask_labels=mask_labels,
         lesion_slices=lesion_slices,
+        masks=masks,
+        boxes=boxes,
+        seg=seg_path,
     )
+
+
+_NIFTI_EXT = (".nii", ".nii.gz")
+_PIL_EXT = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+_SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
+
+
+def _nifti_shape(path: str, field_name: str, reason: str) -> tuple[int, ...]:
+    import nibabel as nib
+
+    try:
+        return tuple(int(v) for v in nib.load(path).shape)
+    except Exception as err:  # not NIfTI, truncated header
+        raise _Invalid(field_name, reason, f"not a NIfTI file nibabel can read ({type(err).__name__}): {path}") from None
+
+
+def _picture_size(path: str, field_name: str, reason: str) -> tuple[int, int]:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+    except (OSError, UnidentifiedImageError) as err:
+        raise _Invalid(field_name, reason, f"not an image file PIL can read ({type(err).__name__}): {path}") from None
+    return int(height), int(width)
+
+
+def _dicom_header(path: str, field_name: str, reason: str) -> Any:
+    from monai_medunic.transforms.dicom import read_dicom
+
+    try:
+        return read_dicom(path, header_only=True)
+    except DataError as err:
+        raise _Invalid(field_name, reason, f"cannot read the DICOM header: {err}") from None
+
+
+def _image_size_2d(path: str) -> tuple[int, int]:
+    """``(rows, columns)`` of a 2D image from its header (DICOM, NIfTI or a picture format)."""
+    low = path.lower()
+    if low.endswith(_NIFTI_EXT):
+        shape = _nifti_shape(path, "image", "unreadable_image")
+        return shape[0], shape[1]
+    if low.endswith(_PIL_EXT):
+        return _picture_size(path, "image", "unreadable_image")
+    ds = _dicom_header(path, "image", "unreadable_image")
+    if "Rows" not in ds or "Columns" not in ds:
+        raise _Invalid("image", "unreadable_image", f"not an image (no Rows / Columns): {path}")
+    return int(ds.Rows), int(ds.Columns)
+
+
+def _mask_size_2d(path: str) -> tuple[int, ...]:
+    low = path.lower()
+    if low.endswith(_PIL_EXT):
+        return _picture_size(path, "masks", "unreadable_mask")
+    shape = _nifti_shape(path, "masks", "unreadable_mask")
+    return shape[:2] if len(shape) == 2 or (len(shape) == 3 and shape[2] == 1) else shape
+
+
+def _volume_shape(path: str) -> tuple[int, int, int]:
+    """``(X, Y, Z)`` of a volume as :mod:`monai_medunic.transforms.volume` loads it, from headers only."""
+    if os.path.isdir(path):
+        from monai_medunic.errors import DicomReadError
+        from monai_medunic.transforms.dicom import read_dicom
+
+        per_series: Counter[str] = Counter()
+        size: dict[str, tuple[int, int]] = {}
+        for dirpath, _, names in os.walk(path):
+            for name in names:
+                if name.startswith("."):
+                    continue
+                try:
+                    ds = read_dicom(os.path.join(dirpath, name), header_only=True)
+                except DicomReadError:
+                    continue  # not DICOM: the series loader skips it too
+                if "Rows" in ds and "Columns" in ds:
+                    uid = str(ds.get("SeriesInstanceUID", ""))
+                    per_series[uid] += 1
+                    size[uid] = (int(ds.Columns), int(ds.Rows))
+        if len(per_series) != 1:
+            raise _Invalid("image", "unreadable_volume", f"the folder holds {len(per_series)} image series, expected one: {path}")
+        uid, count = next(iter(per_series.items()))
+        return size[uid][0], size[uid][1], count
+    if path.lower().endswith(_NIFTI_EXT):
+        shape = _nifti_shape(path, "image", "unreadable_volume")
+        if len(shape) < 3:
+            raise _Invalid("image", "unreadable_volume", f"a {len(shape)}D NIfTI file is not a volume: {path}")
+        return shape[0], shape[1], shape[2]
+    raise _Invalid("image", "unreadable_volume", f"a 3D image must be a DICOM series folder or a NIfTI file: {path}")
+
+
+def _check_truth(record: ManifestRecord) -> None:
+    """Check the record's truth against its image (headers only); raise :class:`_Invalid` on a mismatch."""
+    if record.spatial_dims == 3:
+        if record.mask is None and record.lesion_slices is None:
+            return
+        x, y, z = _volume_shape(record.image_paths[0])
+        if record.mask is not None:
+            shape = _nifti_shape(record.mask, "mask", "unreadable_mask")
+            if tuple(shape[:3]) != (x, y, z):
+                raise _Invalid(
+                    "mask", "mask_size_mismatch", f"mask is {tuple(shape[:3])} voxels (X, Y, Z), the volume {(x, y, z)}: {record.mask}"
+                )
+        for finding, ks in (record.lesion_slices or {}).items():
+            if ks and ks[-1] >= z:
+                raise _Invalid(
+                    "lesion_slices", "lesion_slice_outside_volume", f"slice {ks[-1]} of {finding!r} is outside the volume's {z} slices"
+                )
+        return
+    if record.masks or record.boxes:
+        rows, cols = _image_size_2d(record.image_paths[0])
+        for finding, path in (record.masks or {}).items():
+            size = _mask_size_2d(path)
+            if tuple(size) != (rows, cols):
+                raise _Invalid(
+                    "masks", "mask_size_mismatch",
+                    f"mask of {finding!r} is {'x'.join(map(str, size))} (rows x columns), the image {rows}x{cols}: {path}",
+                )
+        for finding, boxes in (record.boxes or {}).items():
+            for b in boxes:
+                if b[0] < 0 or b[1] < 0 or b[2] > cols or b[3] > rows:
+                    raise _Invalid(
+                        "boxes", "box_outside_image",
+                        f"box {b} of {finding!r} lies outside the image of {cols} columns x {rows} rows "
+                        "(needs 0 <= x0 < x1 <= columns, 0 <= y0 < y1 <= rows)",
+                    )
+    if record.seg is not None:
+        seg = _dicom_header(record.seg, "seg", "unreadable_seg")
+        if str(seg.get("SOPClassUID", "")) != _SEG_STORAGE:
+            raise _Invalid("seg", "unreadable_seg", f"not a DICOM Segmentation (SOP Class {seg.get('SOPClassUID', 'missing')}): {record.seg}")
+        referenced = {
+            str(inst.get("ReferencedSOPInstanceUID", ""))
+            for series in seg.get("ReferencedSeriesSequence", [])
+            for inst in series.get("ReferencedInstanceSequence", [])
+        }
+        images = {
+            str(_dicom_header(p, "image", "unreadable_image").get("SOPInstanceUID", ""))
+            for p in record.image_paths
+            if not p.lower().endswith(_NIFTI_EXT + _PIL_EXT)
+        }
+        if not referenced & images:
+            raise _Invalid(
+                "seg", "seg_reference_missing",
+                f"the SEG references {len(referenced)} image(s), none of them this record's image, which is therefore "
+                f"missing from the record: {record.seg}",
+            )
 
 
 def _iter_jsonl(path: str) -> Iterator[tuple[int, Any, str | None]]:
@@ -479,6 +704,8 @@ def load_manifest(
     read_sr: bool = True,
     dimensions: int | Sequence[int] | None = 2,
     modalities: str | Sequence[str] | None = None,
+    check_truth: bool = False,
+    require_labels: bool = False,
 ) -> ManifestLoadResult:
     """Read, validate and filter a JSONL or CSV manifest.
 
@@ -498,6 +725,9 @@ def load_manifest(
             their other fields are validated.
         modalities: keep only records of these modalities (e.g. ``"CT"`` or ``("CR", "DX")``); records
             of another or of no stated modality are dropped as ``other_modality``. ``None``: any.
+        check_truth: check the truth fields against the image (mask sizes, boxes inside the image,
+            lesion slices inside the volume, the SEG references the image); reads headers only.
+        require_labels: refuse records without labels or with an empty label set (``missing_labels``).
 
     Returns:
         The kept records and a :class:`ManifestSummary` (also logged).
@@ -540,6 +770,13 @@ def load_manifest(
                     summary.dropped["other_modality"] += 1
                     continue
                 record = _validate(raw, root, check_files, read_sr, lineno, dims)
+                if require_labels and not record.labels:
+                    raise _Invalid(
+                        "labels", "missing_labels",
+                        "labels are required and the record has " + ("an empty label set" if record.labels == {} else "none"),
+                    )
+                if check_truth:
+                    _check_truth(record)
                 if count_report_tokens(record.report) < min_report_tokens:
                     summary.dropped["short_report"] += 1
                     continue
@@ -619,7 +856,7 @@ def write_manifest(records: Sequence[ManifestRecord], path: str | os.PathLike) -
         langs += [k for k in r.translations if k not in langs]
     columns = ["image", "report", "report_sr", "language", "split", "study_uid", "view"]
     # the newer columns only when a record uses them, so a radiograph-only CSV keeps its layout
-    extra = [c for c in ("modality", "spatial_dims", "mask", *_JSON_COLUMNS) if any(c in row for row in rows)]
+    extra = [c for c in ("modality", "spatial_dims", "mask", "seg", *_JSON_COLUMNS) if any(c in row for row in rows)]
     columns += extra
     columns += [f"label:{n}" for n in label_names] + [f"translation:{lang}" for lang in langs]
     with open(p, "w", encoding="utf-8", newline="") as fh:
@@ -648,7 +885,7 @@ def write_manifest(records: Sequence[ManifestRecord], path: str | os.PathLike) -
 
 
 def records_to_data_dicts(
-    records: Sequence[ManifestRecord], findings: Sequence[str] | None = None
+    records: Sequence[ManifestRecord], findings: Sequence[str] | None = None, truth: bool = False
 ) -> list[dict[str, Any]]:
     """Records -> MONAI-style dicts for :class:`monai.data.Dataset`.
 
@@ -659,7 +896,10 @@ def records_to_data_dicts(
 
     3D records also have ``"spatial_dims"`` (3), and where the manifest gives them ``"modality"``,
     ``"mask"`` (the label map's path), ``"mask_labels"`` and ``"lesion_slices"``. The dicts of 2D
-    records are unchanged by these fields.
+    records are unchanged by these fields unless ``truth``: then 2D records with truth also have
+    ``"masks"`` ``{finding: path}``, ``"seg"``, and their boxes as MONAI detection takes them:
+    ``"boxes"`` (a list of ``[x0, y0, x1, y1]``) and ``"box_labels"`` (the index of each box's finding
+    in ``findings``, or its name without ``findings``).
     """
     if findings is None:
         names: list[str] = []
@@ -679,6 +919,15 @@ def records_to_data_dicts(
         if findings:
             labels = r.labels or {}
             d["labels"] = [float(labels[f]) if f in labels else float("nan") for f in findings]
+        if truth and r.spatial_dims == 2:
+            if r.masks is not None:
+                d["masks"] = dict(r.masks)
+            if r.seg is not None:
+                d["seg"] = r.seg
+            if r.boxes is not None:
+                order = {f: i for i, f in enumerate(findings or [])}
+                d["boxes"] = [list(b) for f in r.boxes for b in r.boxes[f]]
+                d["box_labels"] = [order.get(f, f) if findings else f for f in r.boxes for _ in r.boxes[f]]
         if r.spatial_dims == 3:
             d["spatial_dims"] = 3
             for key in ("modality", "mask", "mask_labels", "lesion_slices"):
