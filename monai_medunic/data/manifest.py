@@ -31,9 +31,10 @@ image or volume), ``box_outside_image``, ``lesion_slice_outside_volume``, ``seg_
 
 JSONL: one JSON object per line with those keys (blank lines are ignored). CSV: columns ``image``
 (several paths joined by ``|``), ``report``, ``report_sr``, ``language``, ``split``, ``study_uid``,
-``view``, ``modality``, ``spatial_dims``, ``mask``, one ``label:<Finding>`` column per finding (``0``,
-``1`` or empty), ``translation:<lang>`` columns, and the structured fields (``mask_labels``,
-``lesion_slices``, ``masks``, ``boxes``) as JSON text, and ``seg``.
+``view``, ``modality``, ``spatial_dims``, ``mask``, ``seg``, one ``label:<Finding>`` column per finding
+(``0``, ``1`` or empty), ``translation:<lang>`` columns, and the structured fields (``mask_labels``,
+``lesion_slices``, ``masks``, ``boxes``) as JSON text. The newer columns are written only when a record
+uses them, so a radiograph-only CSV keeps its layout.
 
 Validation on load. A bad record raises :class:`monai_medunic.errors.ManifestError` naming the file,
 the line and the field (``on_error="raise"``), or is skipped with the reason logged and counted

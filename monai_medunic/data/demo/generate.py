@@ -267,8 +267,9 @@ def default_ct_studies(num_studies: int) -> int:
     """The number of CT studies written next to ``num_studies`` radiograph studies by default.
 
     One CT study per 40 radiograph studies, at least 2: ``medunic demo``'s 800 studies get 20 chest CT
-    volumes (64 x 128 x 128), which adds about a quarter to the generation time (measured by
-    ``benchmarks/bench_demo_generation.py``), and every demo dataset exercises both dimensions.
+    volumes (64 x 128 x 128), so every demo dataset exercises both dimensions. A CT study costs about
+    as much as 3-4 radiograph studies with their truth (``benchmarks/bench_demo_generation.py``), so
+    the CT studies add under a tenth to the generation time.
     """
     return max(2, int(num_studies) // 40)
 
