@@ -486,12 +486,15 @@ def _nifti_shape(path: str, field_name: str, reason: str) -> tuple[int, ...]:
 
 
 def _picture_size(path: str, field_name: str, reason: str) -> tuple[int, int]:
-    from PIL import Image, UnidentifiedImageError
+    from monai.utils import optional_import
 
+    image, has_pil = optional_import("PIL.Image")
+    if not has_pil:
+        raise _Invalid(field_name, reason, f"reading the size of a picture file needs pillow (pip install pillow): {path}")
     try:
-        with Image.open(path) as im:
+        with image.open(path) as im:
             width, height = im.size
-    except (OSError, UnidentifiedImageError) as err:
+    except (OSError, ValueError) as err:  # PIL.UnidentifiedImageError is an OSError
         raise _Invalid(field_name, reason, f"not an image file PIL can read ({type(err).__name__}): {path}") from None
     return int(height), int(width)
 

@@ -50,6 +50,14 @@ def _small_mask(r, d, tmp):
     r["masks"][next(iter(r["masks"]))] = _nifti(os.path.join(tmp, "small.nii.gz"), (SIZE // 2, SIZE // 2))
 
 
+def _small_png_mask(r, d, tmp):
+    from PIL import Image
+
+    path = os.path.join(tmp, "small.png")
+    Image.fromarray(np.zeros((SIZE, SIZE // 2), np.uint8)).save(path)
+    r["masks"][next(iter(r["masks"]))] = path
+
+
 def _small_volume_mask(r, d, tmp):
     r["mask"] = _nifti(os.path.join(tmp, "vol.nii.gz"), (10, 10, 10))
 
@@ -84,6 +92,7 @@ def _box(box):
 TRUTH = dict(check_truth=True, dimensions=None)
 BAD_TRUTH = [
     ("mask size differs from its image", "2d", _small_mask, TRUTH, "masks", "mask_size_mismatch"),
+    ("PNG mask size differs from its image", "2d", _small_png_mask, TRUTH, "masks", "mask_size_mismatch"),
     ("CT mask size differs from its volume", "3d", _small_volume_mask, TRUTH, "mask", "mask_size_mismatch"),
     ("box outside the image", "2d", _box([SIZE - 4, 10, SIZE + 6, 20]), TRUTH, "boxes", "box_outside_image"),
     ("box at negative coordinates", "2d", _box([-2, 0, 5, 5]), TRUTH, "boxes", "box_outside_image"),
