@@ -21,12 +21,13 @@ A manifest lists the pairs a vision-language model is pre-trained or evaluated o
   volume's Z axis as :mod:`monai_medunic.transforms.volume` loads it).
 
 The truth fields are checked for form always (a box with ``x1 <= x0``, a negative slice index, a
-mask label out of range, a missing mask or SEG file: ``invalid_boxes``, ``invalid_lesion_slices``,
-``invalid_mask_labels``, ``missing_mask_file``, ``missing_seg_file``) and against the image with
-``check_truth=True`` (reads headers only): ``mask_size_mismatch`` (a mask whose size differs from its
-image or volume), ``box_outside_image``, ``lesion_slice_outside_volume``, ``seg_reference_missing``
-(the SEG does not reference the record's image: that image is missing), ``unreadable_seg``,
-``unreadable_mask``. ``require_labels=True`` refuses records without labels or with an empty label set
+mask label out of range: ``invalid_boxes``, ``invalid_lesion_slices``, ``invalid_mask_labels`` ...),
+and, with ``check_truth=True`` (what consumers of the truth ask for; reads headers only), against
+the files and the image: ``missing_mask_file``, ``missing_seg_file``, ``mask_size_mismatch`` (a mask
+whose size differs from its image or volume), ``box_outside_image``, ``lesion_slice_outside_volume``,
+``seg_reference_missing`` (the SEG does not reference the record's image: that image is missing),
+``unreadable_seg``, ``unreadable_mask``. A consumer of images and reports only is not stopped by a
+truth file it does not read. ``require_labels=True`` refuses records without labels or with an empty label set
 (``missing_labels``).
 
 JSONL: one JSON object per line with those keys (blank lines are ignored). CSV: columns ``image``
@@ -352,7 +353,7 @@ def _parse_boxes(value: Any) -> dict[str, list[list[float]]] | None:
 
 
 def _validate(
-    raw: Mapping[str, Any], root: str, check_files: bool, read_sr: bool, line: int, dims: int = 2
+    raw: Mapping[str, Any], root: str, check_files: bool, read_sr: bool, line: int, dims: int = 2, check_truth: bool = False
 ) -> ManifestRecord:
     from monai_medunic.text.languages import validate_language_code
 
@@ -375,7 +376,7 @@ def _validate(
         if not isinstance(mask, str):
             raise _Invalid("mask", "invalid_mask", "'mask' must be the path of a NIfTI label map")
         mask_path = _resolve(root, mask.strip())
-        if check_files and not os.path.isfile(mask_path):
+        if check_truth and not os.path.isfile(mask_path):
             raise _Invalid("mask", "missing_mask_file", f"mask file does not exist: {mask_path}")
     mask_labels = _parse_mask_labels(raw.get("mask_labels"))
     lesion_slices = _parse_lesion_slices(raw.get("lesion_slices"))
@@ -394,7 +395,7 @@ def _validate(
     elif mask_labels is not None or lesion_slices is not None:
         name = "mask_labels" if mask_labels is not None else "lesion_slices"
         raise _Invalid(name, f"invalid_{name}", f"'{name}' belongs to 3D records; a radiograph gives 'masks' and 'boxes'")
-    if check_files:
+    if check_truth:  # the truth files matter to the consumers of the truth only
         for finding, path in (masks or {}).items():
             if not os.path.isfile(path):
                 raise _Invalid("masks", "missing_mask_file", f"mask of {finding!r} does not exist: {path}")
@@ -729,8 +730,9 @@ def load_manifest(
             their other fields are validated.
         modalities: keep only records of these modalities (e.g. ``"CT"`` or ``("CR", "DX")``); records
             of another or of no stated modality are dropped as ``other_modality``. ``None``: any.
-        check_truth: check the truth fields against the image (mask sizes, boxes inside the image,
-            lesion slices inside the volume, the SEG references the image); reads headers only.
+        check_truth: check the truth files and fields against the image (the mask and SEG files
+            exist, mask sizes, boxes inside the image, lesion slices inside the volume, the SEG
+            references the image); reads headers only.
         require_labels: refuse records without labels or with an empty label set (``missing_labels``).
 
     Returns:
@@ -773,7 +775,7 @@ def load_manifest(
                 if wanted_modalities is not None and _modality(raw) not in wanted_modalities:
                     summary.dropped["other_modality"] += 1
                     continue
-                record = _validate(raw, root, check_files, read_sr, lineno, dims)
+                record = _validate(raw, root, check_files, read_sr, lineno, dims, check_truth)
                 if require_labels and not record.labels:
                     raise _Invalid(
                         "labels", "missing_labels",

@@ -102,9 +102,9 @@ BAD_TRUTH = [
     ("empty label set, labels required", "2d", _set(labels={}), dict(require_labels=True), "labels", "missing_labels"),
     ("no labels, labels required", "3d", lambda r, d, t: r.pop("labels"), dict(require_labels=True, dimensions=None), "labels", "missing_labels"),
     ("SEG references an image that is missing", "2d", _other_image, TRUTH, "seg", "seg_reference_missing"),
-    ("SEG file missing", "2d", _set(seg="truth/absent_seg.dcm"), {}, "seg", "missing_seg_file"),
+    ("SEG file missing", "2d", _set(seg="truth/absent_seg.dcm"), TRUTH, "seg", "missing_seg_file"),
     ("SEG is not a segmentation", "2d", lambda r, d, t: r.update(seg=r["image"]), TRUTH, "seg", "unreadable_seg"),
-    ("mask file missing", "2d", lambda r, d, t: r["masks"].update(Nodule="truth/absent.nii.gz"), {}, "masks", "missing_mask_file"),
+    ("mask file missing", "2d", lambda r, d, t: r["masks"].update(Nodule="truth/absent.nii.gz"), TRUTH, "masks", "missing_mask_file"),
     ("mask not NIfTI", "2d", _not_nifti_mask, TRUTH, "masks", "unreadable_mask"),
     ("masks not an object", "2d", _set(masks=["a.nii.gz"]), {}, "masks", "invalid_masks"),
     ("lesion slice outside the volume", "3d", _set(lesion_slices={"Nodule": [2, CT_SHAPE[0]]}), TRUTH, "lesion_slices", "lesion_slice_outside_volume"),
@@ -116,7 +116,7 @@ BAD_TRUTH = [
     ("2D masks on a volume", "3d", _set(masks={"Nodule": "x.nii.gz"}), dict(dimensions=3), "masks", "invalid_masks"),
     ("lesion slices on a radiograph", "2d", _set(lesion_slices={"Nodule": [1]}), {}, "lesion_slices", "invalid_lesion_slices"),
     ("a label map on a radiograph", "2d", _set(mask="x.nii.gz"), {}, "mask", "invalid_mask"),
-    ("CT mask file missing", "3d", _set(mask="truth/absent.nii.gz"), dict(dimensions=3), "mask", "missing_mask_file"),
+    ("CT mask file missing", "3d", _set(mask="truth/absent.nii.gz"), TRUTH, "mask", "missing_mask_file"),
     ("CT series folder missing", "3d", _set(image="ct/absent"), dict(dimensions=3), "image", "missing_image_file"),
     ("CT folder with two series", "3d", _two_series, TRUTH, "image", "unreadable_volume"),
 ]
@@ -180,6 +180,16 @@ def test_datalist_views_2d_default_truth_and_3d(demo, tmp_path) -> None:
         fh.write(json.dumps(bad) + "\n" + json.dumps(demo["other2d"]) + "\n")
     try:
         assert len(manifest_datalist(bad_path)) == 2
+        # nor a missing truth file: a copy of a manifest that moved only its images keeps its records
+        moved = copy.deepcopy(demo["other2d"])
+        moved["seg"] = "elsewhere/seg.dcm"
+        moved["masks"] = {f: "elsewhere/m.nii.gz" for f in moved["masks"]}
+        with open(bad_path, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(moved) + "\n")
+        assert len(manifest_datalist(bad_path)) == 1
+        assert load_manifest(bad_path, check_truth=True, on_error="skip").summary.dropped == {"missing_mask_file": 1}
+        with open(bad_path, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(bad) + "\n" + json.dumps(demo["other2d"]) + "\n")
         assert len(manifest_datalist(bad_path, truth=True)) == 1
         with pytest.raises(ManifestError, match="mask_size|rows x columns") as err:
             manifest_datalist(bad_path, truth=True, on_error="raise")
