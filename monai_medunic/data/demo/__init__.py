@@ -35,8 +35,10 @@ Frontal radiograph records carry ``modality`` (``CR`` / ``DX``), ``masks`` ``{fi
 ``boxes`` ``{finding: [[x0, y0, x1, y1], ...]}`` (one box per lesion, pixels of the image, ``x`` along
 columns, ``x1`` / ``y1`` one past the last pixel) and ``seg`` (the SEG's path) when a finding has a
 mask; ``masks`` and ``boxes`` are empty for a frontal image without such a finding, absent for
-laterals (no truth there). CT records in the manifest have ``modality`` ``"CT"``, ``spatial_dims`` 3, ``image`` the series
-folder, ``labels`` over :data:`CT_FINDINGS`, ``mask``, ``mask_labels`` and ``lesion_slices``
+laterals (no truth there). CT records in the manifest have ``modality`` ``"CT"``, ``spatial_dims``
+3, ``image`` the series folder, ``labels`` over :data:`DEMO_FINDINGS` like the radiographs' (the CT
+findings are :data:`CT_FINDINGS`; the phantom draws no cardiomegaly, pneumothorax or edema, so those
+are 0), ``mask``, ``mask_labels`` and ``lesion_slices``
 (``{finding: [slice index, ...]}`` along the loaded volume's Z axis). The manifest loader and
 :func:`~monai_medunic.data.datalist.manifest_datalist` give radiograph records only unless asked for
 ``dimensions=3``, so radiograph consumers see what they saw before CT was added.

@@ -332,7 +332,9 @@ def _write_ct_studies(
                 "report": _report_text(report[lang]),
                 "language": lang,
                 "translations": {other: _report_text(report[other])},
-                "labels": dict(case.labels),
+                # the six demo findings, as on the radiographs: the CT phantom draws no cardiomegaly,
+                # pneumothorax or edema, so those are truly 0
+                "labels": {f: int(case.labels.get(f, 0)) for f in DEMO_FINDINGS},
                 "split": splits[i],
                 "study_uid": study_uid,
                 "mask": rel_mask,
