@@ -20,8 +20,43 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo-data": ("monai_medunic.data.demo:cli_main", "generate the embedded synthetic bilingual CXR DICOM dataset"),
     "build-vocab": ("monai_medunic.text.vocab:cli_main", "extend a WordPiece vocabulary with a second language"),
     "demo": ("monai_medunic.demo:cli_main", "run the whole pipeline on the embedded demo data"),
-    "evaluate": ("monai_medunic.metrics.report:cli_main", "evaluate a pre-trained bundle on a manifest"),
+    "evaluate": ("monai_medunic.cli:evaluate_main", "evaluate a pre-trained bundle on a manifest"),
 }
+
+
+def evaluate_main(argv: Sequence[str]) -> int:
+    """``medunic evaluate --bundle DIR --manifest FILE --out DIR [options]``
+    (:func:`monai_medunic.metrics.report.evaluate_bundle`)."""
+    import argparse
+    import os
+
+    from monai_medunic.metrics.report import evaluate_bundle
+
+    p = argparse.ArgumentParser(prog="medunic evaluate", description="Evaluate a trained vision-language bundle on a manifest: "
+                                "bilingual zero-shot, retrieval, language gap, plots -> report.json / report.md / PNGs.")
+    p.add_argument("--bundle", required=True, help="trained bundle directory (cxr_medunic_pretrain layout)")
+    p.add_argument("--manifest", required=True, help="JSONL or CSV manifest")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--split", default="test", help="train / val / test, or 'all' (default: test)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--findings", nargs="+", default=None, help="zero-shot findings (default: the bundle's)")
+    p.add_argument("--prompt-languages", nargs="+", default=None, help="prompt languages (default: the bundle's)")
+    p.add_argument("--no-zero-shot", action="store_true", help="skip zero-shot (for manifests without labels)")
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--no-gradcam", action="store_true")
+    p.add_argument("--gradcam-images", type=int, default=2)
+    p.add_argument("--strict", action="store_true", help="stop on the first bad record / unreadable image")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(list(argv))
+    evaluate_bundle(
+        args.bundle, args.manifest, args.out, split=args.split, batch_size=args.batch_size, device=args.device,
+        findings=args.findings, prompt_languages=args.prompt_languages, zero_shot=not args.no_zero_shot,
+        plots=not args.no_plots, gradcam=not args.no_gradcam, gradcam_images=args.gradcam_images,
+        on_error="raise" if args.strict else "skip", seed=args.seed,
+    )
+    print(f"report written to {os.path.join(args.out, 'report.json')}")
+    return 0
 
 
 def _usage() -> str:

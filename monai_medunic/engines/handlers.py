@@ -16,7 +16,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping, Sequence, Sized
+from typing import Any, Mapping, Sequence
 
 import torch
 from ignite.engine import Engine, Events

@@ -5,6 +5,7 @@ MetaTensor meta, and raises a typed error from :mod:`monai_medunic.errors` that 
 """
 
 from monai_medunic.transforms.dicom import (
+    GrayscaleDicomReader,
     RGB_POLICIES,
     VOI_FALLBACKS,
     LoadDicomImage,
@@ -19,19 +20,20 @@ from monai_medunic.transforms.sr import ReadReportFromSR, ReadReportFromSRd, SRR
 from monai_medunic.transforms.views import FRONTAL, LATERAL, UNKNOWN, FrontalViewFilter, classify_view, view_evidence
 from monai_medunic.transforms.volume import (
     HU_WINDOW_PRESETS,
-    HUWindow,
-    HUWindowd,
+    DicomSeriesVolumeReader,
     LoadDicomSeriesVolume,
     LoadDicomSeriesVolumed,
     LoadNiftiVolume,
     LoadNiftiVolumed,
+    hu_window,
+    hu_windowd,
     read_dicom_series,
-    read_nifti_volume,
 )
 
 __all__ = [
     "RGB_POLICIES",
     "VOI_FALLBACKS",
+    "GrayscaleDicomReader",
     "LoadDicomImage",
     "LoadDicomImaged",
     "dicom_to_array",
@@ -49,13 +51,13 @@ __all__ = [
     "classify_view",
     "view_evidence",
     "HU_WINDOW_PRESETS",
-    "HUWindow",
-    "HUWindowd",
+    "DicomSeriesVolumeReader",
+    "hu_window",
+    "hu_windowd",
     "LoadDicomSeriesVolume",
     "LoadDicomSeriesVolumed",
     "LoadNiftiVolume",
     "LoadNiftiVolumed",
     "read_dicom_series",
-    "read_nifti_volume",
     "SelectSlices", "SelectSlicesd", "choose_slices", "cls_patch_attention", "extract_slices", "slice_relevance", "top_k_slices",
 ]

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
@@ -47,13 +46,14 @@ import numpy as np
 import pydicom
 import torch
 from monai.config import KeysCollection
-from monai.data import MetaTensor
+from monai.data import ImageReader, MetaTensor
+from monai.data.utils import is_supported_format
 from monai.transforms import MapTransform, Transform
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
 from monai_medunic.errors import ConfigurationError, DicomReadError, MissingDecoderError, NotAnImageError
+from monai_medunic.transforms.dicom_io import check_decoder, read_dicom, scrub, source_path
 
 __all__ = [
     "VOI_FALLBACKS",
@@ -62,158 +62,17 @@ __all__ = [
     "dicom_to_array",
     "dicom_to_metatensor",
     "window_to_unit",
+    "GrayscaleDicomReader",
     "LoadDicomImage",
     "LoadDicomImaged",
 ]
 
 logger = logging.getLogger(__name__)
 
-VOI_FALLBACKS: tuple[str, ...] = ("full_range", "percentile")
-RGB_POLICIES: tuple[str, ...] = ("luminance", "mean", "error")
-
-# Attributes whose values are patient identifiers: never copied, never printed.
-_PHI_KEYWORDS: tuple[str, ...] = (
-    "PatientName",
-    "PatientID",
-    "PatientBirthDate",
-    "OtherPatientIDs",
-    "OtherPatientNames",
-    "PatientAddress",
-    "PatientTelephoneNumbers",
-    "PatientMotherBirthName",
-    "IssuerOfPatientID",
-    "AccessionNumber",
-)
-
-# pip packages that provide pydicom's decoders, per transfer syntax family.
-_OPENJPEG = "pylibjpeg-openjpeg (pip install 'pylibjpeg>=2' 'pylibjpeg-openjpeg>=2')"
-_LIBJPEG = "pylibjpeg-libjpeg (pip install 'pylibjpeg>=2' 'pylibjpeg-libjpeg>=2')"
-_DECODER_PACKAGES: dict[str, str] = {
-    "1.2.840.10008.1.2.4.50": _LIBJPEG + " or pillow",
-    "1.2.840.10008.1.2.4.51": _LIBJPEG + " or pillow",
-    "1.2.840.10008.1.2.4.57": _LIBJPEG,
-    "1.2.840.10008.1.2.4.70": _LIBJPEG,
-    "1.2.840.10008.1.2.4.80": "pyjpegls (pip install pyjpegls) or " + _LIBJPEG,
-    "1.2.840.10008.1.2.4.81": "pyjpegls (pip install pyjpegls) or " + _LIBJPEG,
-    "1.2.840.10008.1.2.4.90": _OPENJPEG,
-    "1.2.840.10008.1.2.4.91": _OPENJPEG,
-    "1.2.840.10008.1.2.4.201": _OPENJPEG,
-    "1.2.840.10008.1.2.4.202": _OPENJPEG,
-    "1.2.840.10008.1.2.4.203": _OPENJPEG,
-    "1.2.840.10008.1.2.5": "pylibjpeg-rle (pip install pylibjpeg-rle), or numpy for pydicom's own RLE decoder",
-}
-
 _STORAGE_PREFIX_SR = "1.2.840.10008.5.1.4.1.1.88."
 
-
-def _phi_values(ds: Dataset | None) -> list[str]:
-    values: list[str] = []
-    if ds is None:
-        return values
-    for kw in _PHI_KEYWORDS:
-        try:
-            v = ds.get(kw)
-        except Exception:  # a malformed element must not stop the scrubbing
-            continue
-        if v is None:
-            continue
-        items = v if isinstance(v, (list, tuple, pydicom.multival.MultiValue)) else [v]
-        for item in items:
-            s = str(item).strip()
-            if len(s) >= 2:
-                values.append(s)
-                values.extend(p for p in s.replace("^", " ").split() if len(p) >= 3)
-    return sorted(set(values), key=len, reverse=True)
-
-
-def _scrub(message: str, ds: Dataset | None) -> str:
-    """Remove any patient-identifier value of ``ds`` from ``message`` (library messages may quote values)."""
-    for value in _phi_values(ds):
-        message = message.replace(value, "<removed>")
-    return message
-
-
-def _fspath(source: Any) -> str | None:
-    if isinstance(source, (str, os.PathLike)):
-        return os.fspath(source)
-    if isinstance(source, Dataset):
-        name = getattr(source, "filename", None)
-        return os.fspath(name) if isinstance(name, (str, os.PathLike)) else None
-    return None
-
-
-def read_dicom(path: str | os.PathLike, header_only: bool = False) -> Dataset:
-    """Read a DICOM Part 10 file, turning every failure into a :class:`DicomReadError` naming the file.
-
-    Args:
-        path: the file.
-        header_only: stop before the pixel data (fast; for view classification or series sorting).
-
-    Raises:
-        DicomReadError: the file is missing, is a directory, is not DICOM, or is truncated / corrupt.
-    """
-    p = os.fspath(path)
-    if not os.path.exists(p):
-        raise DicomReadError("file does not exist", path=p)
-    if os.path.isdir(p):
-        raise DicomReadError("is a directory, expected a DICOM file", path=p)
-    if os.path.getsize(p) == 0:
-        raise DicomReadError("file is empty", path=p)
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            ds = pydicom.dcmread(p, stop_before_pixels=header_only)
-    except InvalidDicomError:
-        raise DicomReadError(
-            "not a DICOM file (no 'DICM' prefix after the 128-byte preamble); "
-            "is it a PNG/JPEG or a raw dump?",
-            path=p,
-        ) from None
-    except Exception as err:  # EOFError, struct.error, OSError, ValueError from truncated elements
-        raise DicomReadError(f"truncated or corrupt DICOM file ({type(err).__name__})", path=p) from None
-    for w in caught:
-        text = str(w.message)
-        if "End of file reached" in text or "truncated" in text.lower():
-            # pydicom stops at the end of a truncated file with a warning and drops the element it was reading
-            raise DicomReadError(
-                "truncated file: the data ends before the last element (usually PixelData) is complete",
-                path=p,
-                field="PixelData",
-            )
-    return ds
-
-
-def _check_decoder(ds: Dataset, path: str | None) -> None:
-    tsyntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    if tsyntax is None:
-        return
-    tsyntax = UID(str(tsyntax))
-    if not tsyntax.is_compressed:
-        return
-    try:
-        from pydicom.pixels import get_decoder
-    except ImportError:  # pydicom 2 (MONAI Label's environment): ds.pixel_array names a missing handler itself
-        return
-
-    name = tsyntax.name
-    try:
-        decoder = get_decoder(tsyntax)
-    except NotImplementedError:
-        raise MissingDecoderError(
-            f"pydicom {pydicom.__version__} has no pixel decoder for the transfer syntax '{name}' ({tsyntax}) and no "
-            "pip package adds one; transcode the file to an uncompressed or JPEG 2000 transfer syntax first "
-            "(e.g. with dcmtk or gdcm)",
-            path=path,
-            field="TransferSyntaxUID",
-        ) from None
-    if not decoder.is_available:
-        package = _DECODER_PACKAGES.get(str(tsyntax), ", ".join(decoder.missing_dependencies) or "a decoder plugin")
-        raise MissingDecoderError(
-            f"no installed decoder for the transfer syntax '{name}' ({tsyntax}): install {package}",
-            path=path,
-            field="TransferSyntaxUID",
-        )
-
+VOI_FALLBACKS: tuple[str, ...] = ("full_range", "percentile")
+RGB_POLICIES: tuple[str, ...] = ("luminance", "mean", "error")
 
 def _functional_item(ds: Dataset, sequence: str) -> Dataset | None:
     """First item of ``sequence`` inside the shared functional groups (enhanced multi-frame objects)."""
@@ -455,21 +314,21 @@ def dicom_to_array(
         DicomReadError: the pixel data cannot be decoded (truncated, inconsistent attributes, ...).
     """
     _check_options(voi_fallback, rgb_policy, percentiles)
-    path = os.fspath(filename) if filename is not None else _fspath(ds)
+    path = os.fspath(filename) if filename is not None else source_path(ds)
     sop_class = UID(str(ds.get("SOPClassUID", ""))) if ds.get("SOPClassUID") else None
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         what = f"{sop_class.name} object" if sop_class is not None else f"{ds.get('Modality', 'unknown')} object"
         if sop_class is not None and str(sop_class).startswith(_STORAGE_PREFIX_SR):
             raise NotAnImageError(f"a {what} is not an image; expected an image", path=path, field="SOPClassUID")
         raise NotAnImageError(f"{what} without pixel data; expected an image", path=path, field="PixelData")
-    _check_decoder(ds, path)
+    check_decoder(ds, path)
     try:
         stored = ds.pixel_array
     except MissingDecoderError:
         raise
     except Exception as err:
         raise DicomReadError(
-            _scrub(f"cannot decode the pixel data ({type(err).__name__}: {err})", ds), path=path, field="PixelData"
+            scrub(f"cannot decode the pixel data ({type(err).__name__}: {err})", ds), path=path, field="PixelData"
         ) from None
     n_frames = int(ds.get("NumberOfFrames", 1) or 1)
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
@@ -544,11 +403,74 @@ def dicom_to_metatensor(ds: Dataset, filename: str | os.PathLike | None = None, 
     return MetaTensor(torch.from_numpy(arr), affine=_affine(meta["pixel_spacing"]), meta=meta)
 
 
+class GrayscaleDicomReader(ImageReader):
+    """A MONAI :class:`~monai.data.ImageReader` for radiographs: the DICOM grayscale pipeline of the
+    module docstring (Modality LUT, VOI LUT, MONOCHROME1 / INVERSE polarity) to float32 in [0, 1].
+
+    Use it as MONAI users expect: ``LoadImage(reader=GrayscaleDicomReader())`` or
+    ``LoadImaged(keys, reader=GrayscaleDicomReader(voi_fallback="percentile"))``, with
+    ``image_only``, ``meta_keys`` and ``ensure_channel_first`` as usual. The array is ``(C, H, W)``
+    (rows before columns, as the image is displayed; MONAI's ``PydicomReader`` transposes to
+    ``(W, H)``), with ``original_channel_dim=0``; the affine carries the pixel spacing.
+
+    ``read`` only resolves the file names; reading and decoding happen in ``get_data``, so that bad
+    input reaches the caller as this package's typed errors (``LoadImage`` would turn an exception of
+    ``read`` into a generic ``RuntimeError``). Several files are stacked as channels.
+
+    Args:
+        options: the keyword arguments of :func:`dicom_to_array` (``frame``, ``voi_index``,
+            ``voi_fallback``, ``percentiles``, ``rgb_policy``, ``prefer_voi_lut``).
+    """
+
+    SUFFIXES = ("dcm", "dicom", "dic", "ima")
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__()
+        _check_options(options.get("voi_fallback", "full_range"), options.get("rgb_policy", "luminance"),
+                       options.get("percentiles", (0.5, 99.5)))
+        self.options = options
+
+    def verify_suffix(self, filename: Sequence[os.PathLike | str] | os.PathLike | str) -> bool:
+        """DICOM suffixes, or none at all (PACS exports and DICOMDIR trees often have no extension)."""
+        names = [filename] if isinstance(filename, (str, os.PathLike)) else list(filename)
+        return all(not os.path.isdir(n) and (is_supported_format(n, self.SUFFIXES) or "." not in os.path.basename(os.fspath(n)))
+                   for n in names)
+
+    def read(self, data: Sequence[os.PathLike | str] | os.PathLike | str | Dataset, **kwargs: Any) -> list[Any]:
+        if isinstance(data, (str, os.PathLike, Dataset)):
+            return [data]
+        return list(data)
+
+    def get_data(self, img: Any) -> tuple[np.ndarray, dict]:
+        items = img if isinstance(img, list) else [img]
+        arrays, metas = [], []
+        for item in items:
+            if isinstance(item, Dataset):
+                arr, meta = dicom_to_array(item, **self.options)
+            elif isinstance(item, (str, os.PathLike)):
+                arr, meta = dicom_to_array(read_dicom(item), filename=item, **self.options)
+            else:
+                raise ConfigurationError(f"a DICOM file path or a pydicom Dataset is expected, got {type(item).__name__}")
+            arrays.append(arr)
+            metas.append(meta)
+        shapes = {a.shape[1:] for a in arrays}
+        if len(shapes) > 1:
+            raise DicomReadError(f"the files have different sizes {sorted(shapes)} and cannot be stacked as channels",
+                                 path=metas[0]["filename_or_obj"], field="Rows")
+        meta = dict(metas[0])
+        meta["affine"] = _affine(meta["pixel_spacing"]).numpy()
+        meta["original_affine"] = meta["affine"].copy()
+        return (arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=0)), meta
+
+
 class LoadDicomImage(Transform):
     """Load a DICOM radiograph (path or pydicom dataset) to a ``(C, H, W)`` float32 MetaTensor in [0, 1].
 
-    Applies the Modality LUT, the VOI LUT and the MONOCHROME1 / INVERSE polarity in the standard order
-    (module docstring). Used for the chest radiographs of Med-UniC's pre-training (Sec. 4).
+    A convenience over :class:`GrayscaleDicomReader` that gives what ``LoadImage(reader=GrayscaleDicomReader(...),
+    image_only=True)`` gives (without registering MONAI's other readers) and also takes an
+    already-read pydicom dataset, as the MONAI Deploy loader gives. Applies the Modality LUT, the VOI
+    LUT and the MONOCHROME1 / INVERSE polarity in the standard order (module docstring). Used for the
+    chest radiographs of Med-UniC's pre-training (Sec. 4).
 
     Args:
         frame: ``None`` stacks all frames as channels; an int selects one frame.
@@ -571,25 +493,16 @@ class LoadDicomImage(Transform):
         rgb_policy: str = "luminance",
         prefer_voi_lut: bool = True,
     ) -> None:
-        _check_options(voi_fallback, rgb_policy, percentiles)
-        self.options: dict[str, Any] = dict(
-            frame=frame,
-            voi_index=voi_index,
-            voi_fallback=voi_fallback,
-            percentiles=tuple(percentiles),
-            rgb_policy=rgb_policy,
-            prefer_voi_lut=prefer_voi_lut,
-        )
+        self.reader = GrayscaleDicomReader(frame=frame, voi_index=voi_index, voi_fallback=voi_fallback,
+                                           percentiles=tuple(percentiles), rgb_policy=rgb_policy, prefer_voi_lut=prefer_voi_lut)
 
     def __call__(self, data: str | os.PathLike | Dataset) -> MetaTensor:  # type: ignore[override]
-        if isinstance(data, Dataset):
-            return dicom_to_metatensor(data, **self.options)
-        if not isinstance(data, (str, os.PathLike)):
-            raise ConfigurationError(
-                f"LoadDicomImage expects a file path or a pydicom Dataset, got {type(data).__name__}"
-            )
-        ds = read_dicom(data)
-        return dicom_to_metatensor(ds, filename=data, **self.options)
+        if not isinstance(data, (str, os.PathLike, Dataset)):
+            raise ConfigurationError(f"LoadDicomImage expects a file path or a pydicom Dataset, got {type(data).__name__}")
+        arr, meta = self.reader.get_data(self.reader.read(data))
+        if not isinstance(data, Dataset):
+            meta["filename_or_obj"] = os.fspath(data)
+        return MetaTensor(torch.from_numpy(arr), affine=torch.as_tensor(meta.pop("affine")), meta=meta)
 
 
 class LoadDicomImaged(MapTransform):

@@ -114,7 +114,7 @@ def read_report_from_sr(source: str | os.PathLike | Dataset, fallback_all_text: 
         ds = source
         path = os.fspath(ds.filename) if isinstance(getattr(ds, "filename", None), (str, os.PathLike)) else None
     else:
-        from monai_medunic.transforms.dicom import read_dicom
+        from monai_medunic.transforms.dicom_io import read_dicom
 
         path = os.fspath(source)
         ds = read_dicom(path, header_only=False)

@@ -140,7 +140,7 @@ def classify_view(ds: Dataset | Mapping[str, Any] | str | os.PathLike) -> str:
         ds: a dataset, a mapping of attribute keywords, or a DICOM file path (its header is read).
     """
     if isinstance(ds, (str, os.PathLike)):
-        from monai_medunic.transforms.dicom import read_dicom
+        from monai_medunic.transforms.dicom_io import read_dicom
 
         ds = read_dicom(ds, header_only=True)
     return view_evidence(ds)[0]

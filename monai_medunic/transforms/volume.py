@@ -10,10 +10,16 @@ rows, Z along the slices, and the affine maps voxel indices to RAS millimetres (
   product of the ``ImageOrientationPatient`` direction cosines; ``InstanceNumber`` when positions are
   missing), applies each slice's Modality LUT (``RescaleSlope`` / ``RescaleIntercept`` -> HU for CT)
   and builds the affine from the geometry (DICOM LPS converted to RAS).
-* :func:`read_nifti_volume`: nibabel, with its scaling (``scl_slope`` / ``scl_inter``) applied.
-* :class:`HUWindow`: maps HU to [0, 1] with a window preset (``lung``: L -600 / W 1500,
-  ``mediastinum``: L 50 / W 350, ...) or an explicit ``(level, width)``; several windows become
-  several channels.
+  The series must be complete and consistent: duplicated or missing slice positions, mixed
+  orientations and inconsistent pixel spacing raise :class:`~monai_medunic.errors.VolumeReadError`
+  naming the folder and the attribute. :class:`DicomSeriesVolumeReader` offers it as a MONAI
+  ``ImageReader`` (``LoadImage(reader=DicomSeriesVolumeReader())``).
+* NIfTI files are read by MONAI's own ``NibabelReader`` (scaling applied, RAS affine); the loaders
+  here add this package's typed errors.
+* :func:`hu_window` / :func:`hu_windowd`: MONAI's ``ScaleIntensityRange(d)`` set to a window preset
+  (``lung``: L -600 / W 1500, ``mediastinum``: L 50 / W 350, ...) or an explicit ``(level, width)``.
+  Several windows as channels are MONAI's ``CopyItemsd`` + one :func:`hu_windowd` per copy +
+  ``ConcatItemsd``.
 """
 
 from __future__ import annotations
@@ -27,21 +33,21 @@ from typing import Any
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.data import MetaTensor
-from monai.transforms import MapTransform, Transform
+from monai.data import ImageReader, MetaTensor, NibabelReader
+from monai.transforms import MapTransform, ScaleIntensityRange, ScaleIntensityRanged, Transform
 
-from monai_medunic.errors import ConfigurationError, DataError, DicomReadError, VolumeReadError
+from monai_medunic.errors import ConfigurationError, DicomReadError, VolumeReadError
 
 __all__ = [
     "HU_WINDOW_PRESETS",
     "read_dicom_series",
-    "read_nifti_volume",
+    "DicomSeriesVolumeReader",
     "LoadDicomSeriesVolume",
     "LoadDicomSeriesVolumed",
     "LoadNiftiVolume",
     "LoadNiftiVolumed",
-    "HUWindow",
-    "HUWindowd",
+    "hu_window",
+    "hu_windowd",
 ]
 
 logger = logging.getLogger(__name__)
@@ -78,6 +84,35 @@ def _series_files(source: str | os.PathLike | Sequence[str | os.PathLike]) -> tu
     return files, False, os.path.dirname(files[0]) or "."
 
 
+def _check_series_geometry(slices: list[tuple[str, Any]], where: str, position: Any, normal: np.ndarray) -> None:
+    """A volume needs one orientation, one pixel spacing, and evenly spaced, distinct slice positions."""
+    orientations = {tuple(round(float(v), 4) for v in ds.get("ImageOrientationPatient", ())) for _, ds in slices}
+    if len(orientations) > 1:
+        raise VolumeReadError(f"the series mixes {len(orientations)} slice orientations", path=where, field="ImageOrientationPatient")
+    spacings = {tuple(round(float(v), 4) for v in ds.get("PixelSpacing", ())) for _, ds in slices}
+    if len(spacings) > 1:
+        raise VolumeReadError(f"the slices have different pixel spacings {sorted(spacings)}", path=where, field="PixelSpacing")
+    if position is None:
+        numbers = [int(ds.get("InstanceNumber", 0) or 0) for _, ds in slices]
+        if len(set(numbers)) < len(numbers):
+            raise VolumeReadError("duplicated slices: the same InstanceNumber occurs twice", path=where, field="InstanceNumber")
+        return
+    z = np.asarray([float(np.dot(position(ds), normal)) for _, ds in slices])
+    if len(z) < 2:
+        return
+    steps = np.diff(z)
+    if (steps < 1e-3).any():
+        i = int(np.argmax(steps < 1e-3))
+        raise VolumeReadError(f"duplicated slices: {os.path.basename(slices[i][0])} and {os.path.basename(slices[i + 1][0])} "
+                              f"share the position {z[i]:.3f} mm", path=where, field="ImagePositionPatient")
+    median = float(np.median(steps))
+    if (np.abs(steps - median) > 0.25 * median).any():
+        i = int(np.argmax(np.abs(steps - median) > 0.25 * median))
+        kind = "missing slices" if steps[i] > median else "inconsistent slice spacing"
+        raise VolumeReadError(f"{kind}: the gap after {os.path.basename(slices[i][0])} is {steps[i]:.3f} mm, the series' "
+                              f"spacing is {median:.3f} mm", path=where, field="ImagePositionPatient")
+
+
 def read_dicom_series(
     source: str | os.PathLike | Sequence[str | os.PathLike],
     series_uid: str | None = None,
@@ -93,7 +128,8 @@ def read_dicom_series(
         VolumeReadError: no DICOM image, several series and no ``series_uid``, inconsistent slices.
         DicomReadError: a listed file is not DICOM or cannot be decoded.
     """
-    from monai_medunic.transforms.dicom import _check_decoder, _modality_lut, _scrub, read_dicom
+    from monai_medunic.transforms.dicom import _modality_lut
+    from monai_medunic.transforms.dicom_io import check_decoder, read_dicom, scrub
 
     files, is_folder, where = _series_files(source)
     skipped: Counter[str] = Counter()
@@ -148,18 +184,19 @@ def read_dicom_series(
         slices.sort(key=lambda fd: int(fd[1].get("InstanceNumber", 0) or 0))
         sort_key = "InstanceNumber"
 
+    _check_series_geometry(slices, where, position if have_pos else None, normal)
     shape = (int(first.Rows), int(first.Columns))
     planes = []
     for f, _ in slices:
         ds = read_dicom(f)
         if (int(ds.Rows), int(ds.Columns)) != shape:
             raise VolumeReadError(f"slice size {(int(ds.Rows), int(ds.Columns))} differs from {shape}", path=f, field="Rows")
-        _check_decoder(ds, f)
+        check_decoder(ds, f)
         try:
             stored = ds.pixel_array
         except Exception as err:
             raise DicomReadError(
-                _scrub(f"cannot decode the pixel data ({type(err).__name__}: {err})", ds), path=f, field="PixelData"
+                scrub(f"cannot decode the pixel data ({type(err).__name__}: {err})", ds), path=f, field="PixelData"
             ) from None
         if stored.ndim != 2:
             raise VolumeReadError(f"expected one grayscale frame per file, got shape {stored.shape}", path=f)
@@ -202,56 +239,59 @@ def read_dicom_series(
     return vol, affine, meta
 
 
-def read_nifti_volume(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Read a NIfTI file (``.nii`` / ``.nii.gz``) as float32 ``(X, Y, Z[, T])`` with nibabel's RAS affine.
-
-    Raises:
-        VolumeReadError: missing, not NIfTI, or truncated.
-    """
-    import nibabel as nib
-    from nibabel.filebasedimages import ImageFileError
-
-    p = os.fspath(path)
-    if not os.path.isfile(p):
-        raise VolumeReadError("NIfTI file does not exist", path=p)
-    try:
-        img = nib.load(p)
-        data = np.asarray(img.get_fdata(dtype=np.float32))
-    except ImageFileError:
-        raise VolumeReadError("not a NIfTI file nibabel can read", path=p) from None
-    except Exception as err:  # truncated gzip / data shorter than the header says
-        raise VolumeReadError(f"truncated or corrupt NIfTI file ({type(err).__name__})", path=p) from None
-    if data.ndim not in (3, 4):
-        raise VolumeReadError(f"expected a 3D or 4D volume, got {data.ndim}D", path=p)
-    zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
-    meta = {
-        "filename_or_obj": p,
-        "space": "RAS",
-        "spacing": zooms,
-        "unit": "HU or scanner units (as stored)",
-        "spatial_shape": data.shape[:3],
-        "original_channel_dim": -1 if data.ndim == 4 else "no_channel",
-    }
-    return data, np.asarray(img.affine, dtype=np.float64), meta
-
-
 def _to_metatensor(vol: np.ndarray, affine: np.ndarray, meta: dict[str, Any]) -> MetaTensor:
     arr = vol[np.newaxis] if vol.ndim == 3 else np.moveaxis(vol, -1, 0)
     return MetaTensor(torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)), affine=torch.as_tensor(affine), meta=meta)
 
 
-class LoadDicomSeriesVolume(Transform):
-    """DICOM series folder (or file list) -> ``(1, X, Y, Z)`` MetaTensor in HU, RAS affine (UniMedI's 3D input).
+class DicomSeriesVolumeReader(ImageReader):
+    """:func:`read_dicom_series` as a MONAI :class:`~monai.data.ImageReader`: ``LoadImage(reader=DicomSeriesVolumeReader())``
+    on a series folder (or a list of its files) gives ``(X, Y, Z)`` in HU with the RAS affine and
+    ``original_channel_dim="no_channel"`` (``ensure_channel_first=True`` adds the channel).
+
+    ``read`` only resolves the input; the series is read in ``get_data``, so its typed errors reach
+    the caller (``LoadImage`` turns an exception of ``read`` into a generic ``RuntimeError``).
 
     Args:
-        series_uid: the series to read when a folder holds several.
+        series_uid: the series to read when the source holds several.
     """
 
     def __init__(self, series_uid: str | None = None) -> None:
+        super().__init__()
         self.series_uid = series_uid
 
+    def verify_suffix(self, filename: Sequence[str | os.PathLike] | str | os.PathLike) -> bool:
+        names = [filename] if isinstance(filename, (str, os.PathLike)) else list(filename)
+        return len(names) == 1 and os.path.isdir(names[0])
+
+    def read(self, data: Sequence[str | os.PathLike] | str | os.PathLike, **kwargs: Any) -> Any:
+        if isinstance(data, (str, os.PathLike)):
+            return data
+        data = list(data)
+        return data[0] if len(data) == 1 else data
+
+    def get_data(self, img: Any) -> tuple[np.ndarray, dict]:
+        vol, affine, meta = read_dicom_series(img, self.series_uid)
+        meta["affine"] = affine
+        meta["original_affine"] = affine.copy()
+        return vol, meta
+
+
+def _to_metatensor(vol: np.ndarray, meta: dict[str, Any]) -> MetaTensor:
+    arr = vol[np.newaxis] if vol.ndim == 3 else np.moveaxis(vol, -1, 0)  # (X, Y, Z) or (X, Y, Z, T)
+    affine = torch.as_tensor(meta.pop("affine"))
+    return MetaTensor(torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)), affine=affine, meta=meta)
+
+
+class LoadDicomSeriesVolume(Transform):
+    """DICOM series folder (or file list) -> ``(1, X, Y, Z)`` MetaTensor in HU with a RAS affine
+    (:class:`DicomSeriesVolumeReader`, channel first)."""
+
+    def __init__(self, series_uid: str | None = None) -> None:
+        self.reader = DicomSeriesVolumeReader(series_uid)
+
     def __call__(self, data: str | os.PathLike | Sequence[str | os.PathLike]) -> MetaTensor:  # type: ignore[override]
-        return _to_metatensor(*read_dicom_series(data, self.series_uid))
+        return _to_metatensor(*self.reader.get_data(self.reader.read(data)))
 
 
 class LoadDicomSeriesVolumed(MapTransform):
@@ -269,10 +309,31 @@ class LoadDicomSeriesVolumed(MapTransform):
 
 
 class LoadNiftiVolume(Transform):
-    """NIfTI file -> channel-first MetaTensor (``(1, X, Y, Z)``, or ``(T, X, Y, Z)`` for 4D) with nibabel's affine."""
+    """NIfTI file -> channel-first float32 MetaTensor (``(1, X, Y, Z)``, or ``(T, X, Y, Z)`` for 4D) through
+    MONAI's ``NibabelReader`` (scaling applied, RAS affine), with a typed error naming a bad file.
+
+    Raises:
+        VolumeReadError: the file is missing, not NIfTI, truncated, or not 3D/4D.
+    """
+
+    def __init__(self) -> None:
+        self.reader = NibabelReader()
 
     def __call__(self, data: str | os.PathLike) -> MetaTensor:  # type: ignore[override]
-        return _to_metatensor(*read_nifti_volume(data))
+        p = os.fspath(data)
+        if not os.path.isfile(p):
+            raise VolumeReadError("NIfTI file does not exist", path=p)
+        try:
+            vol, meta = self.reader.get_data(self.reader.read(p))
+        except Exception as err:  # nibabel: not NIfTI, truncated gzip, data shorter than the header says
+            kind = "not a NIfTI file nibabel can read" if "ImageFileError" in type(err).__name__ else \
+                f"truncated or corrupt NIfTI file ({type(err).__name__})"
+            raise VolumeReadError(kind, path=p) from None
+        if vol.ndim not in (3, 4):
+            raise VolumeReadError(f"expected a 3D or 4D volume, got {vol.ndim}D", path=p)
+        meta["filename_or_obj"] = p
+        meta["spacing"] = tuple(float(v) for v in meta["pixdim"][1:4])  # as read_dicom_series records it
+        return _to_metatensor(np.asarray(vol, dtype=np.float32), meta)
 
 
 class LoadNiftiVolumed(MapTransform):
@@ -289,65 +350,32 @@ class LoadNiftiVolumed(MapTransform):
         return d
 
 
-def _resolve_windows(windows: str | tuple[float, float] | Sequence[Any]) -> list[tuple[str, float, float]]:
-    if isinstance(windows, str) or (
-        isinstance(windows, (tuple, list)) and len(windows) == 2 and all(isinstance(v, (int, float)) for v in windows)
-    ):
-        windows = [windows]
-    out: list[tuple[str, float, float]] = []
-    for w in windows:  # type: ignore[union-attr]
-        if isinstance(w, str):
-            if w not in HU_WINDOW_PRESETS:
-                raise ConfigurationError(f"unknown HU window preset '{w}'; presets: {sorted(HU_WINDOW_PRESETS)}")
-            level, width = HU_WINDOW_PRESETS[w]
-            out.append((w, level, width))
-        else:
-            level, width = (float(w[0]), float(w[1]))
-            if width <= 0:
-                raise ConfigurationError(f"HU window width must be > 0, got {width}")
-            out.append((f"L{level:g}/W{width:g}", level, width))
-    if not out:
-        raise ConfigurationError("HUWindow needs at least one window")
-    return out
+def _window(window: str | Sequence[float]) -> tuple[float, float]:
+    if isinstance(window, str):
+        if window not in HU_WINDOW_PRESETS:
+            raise ConfigurationError(f"unknown HU window preset '{window}'; presets: {sorted(HU_WINDOW_PRESETS)}")
+        return HU_WINDOW_PRESETS[window]
+    level, width = (float(window[0]), float(window[1]))
+    if width <= 0:
+        raise ConfigurationError(f"HU window width must be > 0, got {width}")
+    return level, width
 
 
-class HUWindow(Transform):
-    """Map HU to [0, 1] through one or more windows: ``(x - (L - W/2)) / W``, clipped.
+def hu_window(window: str | Sequence[float] = "lung") -> ScaleIntensityRange:
+    """MONAI's ``ScaleIntensityRange`` mapping the HU window ``[L - W/2, L + W/2]`` to [0, 1], clipped.
 
     Args:
-        windows: a preset name (:data:`HU_WINDOW_PRESETS`: ``lung``, ``mediastinum``, ...), a
-            ``(level, width)`` pair, or a list of these. Each window maps the input's single
-            channel to one output channel, so ``["lung", "mediastinum"]`` gives two channels.
+        window: a preset name (:data:`HU_WINDOW_PRESETS`) or a ``(level, width)`` pair.
 
     Raises:
         ConfigurationError: an unknown preset or a non-positive width.
-        DataError: the input has more than one channel while several windows are asked for.
     """
-
-    def __init__(self, windows: str | tuple[float, float] | Sequence[Any] = "lung") -> None:
-        self.windows = _resolve_windows(windows)
-
-    def __call__(self, img: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        if len(self.windows) > 1 and img.shape[0] != 1:
-            raise DataError(f"HUWindow with {len(self.windows)} windows needs a 1-channel input, got {tuple(img.shape)}")
-        chans = [((img - (level - width / 2.0)) / width).clamp(0.0, 1.0) for _, level, width in self.windows]
-        out = torch.cat(chans, dim=0) if len(chans) > 1 else chans[0]
-        if isinstance(out, MetaTensor):
-            out.meta["hu_window"] = [name for name, _, _ in self.windows]
-        return out
+    level, width = _window(window)
+    return ScaleIntensityRange(a_min=level - width / 2.0, a_max=level + width / 2.0, b_min=0.0, b_max=1.0, clip=True)
 
 
-class HUWindowd(MapTransform):
-    """Dictionary form of :class:`HUWindow`."""
-
-    def __init__(
-        self, keys: KeysCollection, windows: str | tuple[float, float] | Sequence[Any] = "lung", allow_missing_keys: bool = False
-    ) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.window = HUWindow(windows)
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:  # type: ignore[override]
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = self.window(d[key])
-        return d
+def hu_windowd(keys: KeysCollection, window: str | Sequence[float] = "lung", allow_missing_keys: bool = False) -> ScaleIntensityRanged:
+    """Dictionary form of :func:`hu_window` (MONAI's ``ScaleIntensityRanged``)."""
+    level, width = _window(window)
+    return ScaleIntensityRanged(keys, a_min=level - width / 2.0, a_max=level + width / 2.0, b_min=0.0, b_max=1.0, clip=True,
+                                allow_missing_keys=allow_missing_keys)

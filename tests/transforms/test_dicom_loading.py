@@ -9,12 +9,13 @@ import pydicom
 import pytest
 import torch
 from monai.data import MetaTensor
-from monai.transforms import Compose, Resized
+from monai.transforms import Compose, LoadImage, LoadImaged, Resized
 from pydicom.data import get_testdata_file
 from pydicom.pixels import apply_modality_lut, apply_voi
 
-from monai_medunic.errors import ConfigurationError, DicomReadError
+from monai_medunic.errors import ConfigurationError, DicomReadError, NotAnImageError
 from monai_medunic.transforms import (
+    GrayscaleDicomReader,
     LoadDicomImage,
     LoadDicomImaged,
     dicom_to_array,
@@ -252,3 +253,22 @@ def test_dataset_input_dict_form_and_monai_pipeline() -> None:
     assert out["image"].meta["voi"] == "window[0]"
     with pytest.raises(ConfigurationError):
         LOAD(42)  # type: ignore[arg-type]
+
+
+def test_grayscale_reader_inside_monai_loadimage() -> None:
+    """GrayscaleDicomReader is a MONAI ImageReader: LoadImage / LoadImaged give what LoadDicomImage gives,
+    with image_only, meta_keys and ensure_channel_first as MONAI users expect, and our typed errors."""
+    path = _f("RG1_UNCI.dcm")  # a real MONOCHROME1 chest CR
+    ours = LOAD(path)
+    img, meta = LoadImage(reader=GrayscaleDicomReader(), image_only=False, ensure_channel_first=True)(path)
+    assert torch.equal(img.as_tensor(), ours.as_tensor()) and torch.equal(img.affine, ours.affine)
+    assert meta["inverted"] and meta["photometric_interpretation"] == "MONOCHROME1" and meta["filename_or_obj"] == path
+    d = LoadImaged("image", reader=GrayscaleDicomReader(voi_fallback="percentile"), image_only=False, meta_keys="image_info")(
+        {"image": path})
+    assert d["image"].shape == ours.shape and d["image_info"]["sop_instance_uid"] == ours.meta["sop_instance_uid"]
+    assert GrayscaleDicomReader().verify_suffix(path) and GrayscaleDicomReader().verify_suffix("/pacs/export/IM0001")
+    assert not GrayscaleDicomReader().verify_suffix("image.png")
+    two = LoadImage(reader=GrayscaleDicomReader())([path, path])  # several files stack as channels
+    assert two.shape == (2, *ours.shape[1:])
+    with pytest.raises(NotAnImageError):  # an SR through LoadImage: still our typed error, naming the file
+        LoadImage(reader=GrayscaleDicomReader())(_f("reportsi.dcm"))

@@ -1,4 +1,5 @@
-"""CT volumes: a DICOM series sorted by position, NIfTI through nibabel, HU windows."""
+"""CT volumes: a DICOM series sorted by position (and refused when incomplete or inconsistent), NIfTI
+through MONAI's NibabelReader, the series reader inside MONAI's LoadImage, HU windows as ScaleIntensityRange."""
 
 from __future__ import annotations
 
@@ -11,18 +12,19 @@ import pydicom
 import pytest
 import torch
 from monai.data import PydicomReader
-from monai.transforms import LoadImage
+from monai.transforms import ConcatItemsd, Compose, CopyItemsd, LoadImage, LoadImaged
 from pydicom.data import get_testdata_file
 
 from monai_medunic.errors import ConfigurationError, VolumeReadError
 from monai_medunic.transforms import (
     HU_WINDOW_PRESETS,
-    HUWindow,
-    HUWindowd,
+    DicomSeriesVolumeReader,
     LoadDicomSeriesVolume,
     LoadDicomSeriesVolumed,
     LoadNiftiVolume,
     LoadNiftiVolumed,
+    hu_window,
+    hu_windowd,
 )
 
 N_SLICES = 6
@@ -141,22 +143,83 @@ def test_hu_window_presets() -> None:
     level, width = HU_WINDOW_PRESETS["lung"]
     assert (level, width) == (-600.0, 1500.0)
     hu = torch.tensor([[[[-2000.0, level - width / 2, level, level + width / 2, 3000.0]]]])
-    out = HUWindow("lung")(hu)
+    out = hu_window("lung")(hu)
     np.testing.assert_allclose(out.flatten().numpy(), [0.0, 0.0, 0.5, 1.0, 1.0], atol=1e-6)
-    two = HUWindow(["lung", "mediastinum"])(hu)
-    assert two.shape[0] == 2
-    np.testing.assert_allclose(two[1].flatten().numpy(), np.clip((hu.flatten().numpy() - (50 - 175)) / 350, 0, 1), atol=1e-6)
-    custom = HUWindowd(keys="ct", windows=(40, 80))({"ct": hu})["ct"]
+    custom = hu_windowd(keys="ct", window=(40, 80))({"ct": hu})["ct"]
     assert float(custom.flatten()[2]) == 0.0  # -600 HU is far below a brain window
     with pytest.raises(ConfigurationError, match="unknown HU window preset"):
-        HUWindow("liverish")
+        hu_window("liverish")
     with pytest.raises(ConfigurationError):
-        HUWindow((0, -5))
+        hu_window((0, -5))
 
 
-def test_hu_window_on_loaded_series_records_meta(tmp_path) -> None:
+def test_two_windows_as_channels_with_monai_transforms(tmp_path) -> None:
+    """Several windows as channels: MONAI's CopyItemsd + one hu_windowd per copy + ConcatItemsd."""
     folder = str(tmp_path / "series")
     _write_series(folder)
-    vol = HUWindow(["lung", "mediastinum"])(LoadDicomSeriesVolume()(folder))
-    assert vol.shape == (2, 128, 128, N_SLICES) and vol.meta["hu_window"] == ["lung", "mediastinum"]
-    assert 0.0 <= float(vol.min()) and float(vol.max()) <= 1.0
+    pipeline = Compose([
+        LoadImaged("ct", reader=DicomSeriesVolumeReader(), ensure_channel_first=True, image_only=True),
+        CopyItemsd("ct", names="ct_mediastinum"),
+        hu_windowd("ct", "lung"),
+        hu_windowd("ct_mediastinum", "mediastinum"),
+        ConcatItemsd(["ct", "ct_mediastinum"], name="ct"),
+    ])
+    vol = pipeline({"ct": folder})["ct"]
+    hu = LoadDicomSeriesVolume()(folder)
+    assert vol.shape == (2, 128, 128, N_SLICES)
+    np.testing.assert_allclose(vol[1].numpy(), np.clip((hu[0].numpy() - (50 - 175)) / 350, 0, 1), atol=1e-5)
+
+
+def test_series_reader_in_monai_loadimage_matches_our_loader(tmp_path) -> None:
+    folder = str(tmp_path / "series")
+    _write_series(folder)
+    ours = LoadDicomSeriesVolume()(folder)
+    img, meta = LoadImage(reader=DicomSeriesVolumeReader(), ensure_channel_first=True, image_only=False)(folder)
+    assert torch.equal(img.as_tensor(), ours.as_tensor()) and np.allclose(img.affine.numpy(), ours.affine.numpy())
+    assert meta["unit"] == "HU" and meta["num_slices"] == N_SLICES
+    # a bad series through LoadImage is still our typed error, not LoadImage's generic RuntimeError
+    with pytest.raises(VolumeReadError, match="does not exist"):
+        LoadImage(reader=DicomSeriesVolumeReader())(str(tmp_path / "missing"))
+
+
+def _edit(paths: list[str], index: int, **attrs) -> None:
+    ds = pydicom.dcmread(paths[index])
+    for k, v in attrs.items():
+        setattr(ds, k, v)
+    ds.save_as(paths[index], enforce_file_format=True)
+
+
+def _position(paths: list[str], k: int) -> list[float]:
+    """The position of slice k (the files are shuffled: file_rank holds slice order[rank])."""
+    for p in paths:
+        ds = pydicom.dcmread(p, stop_before_pixels=True)
+        if int(ds.InstanceNumber) == N_SLICES - k:
+            return [float(v) for v in ds.ImagePositionPatient]
+    raise AssertionError(k)
+
+
+@pytest.mark.parametrize("case,field,message", [
+    ("missing", "ImagePositionPatient", "missing slices"),
+    ("duplicated", "ImagePositionPatient", "duplicated slices"),
+    ("uneven", "ImagePositionPatient", "inconsistent slice spacing"),
+    ("orientation", "ImageOrientationPatient", "mixes 2 slice orientations"),
+    ("spacing", "PixelSpacing", "different pixel spacings"),
+])
+def test_incomplete_or_inconsistent_series_is_refused(tmp_path, case, field, message) -> None:
+    folder = str(tmp_path / case)
+    paths = _write_series(folder, shuffle=False)  # file_k holds slice k
+    if case == "missing":
+        os.remove(paths[3])
+    elif case == "duplicated":
+        _edit(paths, 4, ImagePositionPatient=_position(paths, 3))
+    elif case == "uneven":
+        pos = _position(paths, 5)
+        _edit(paths, 5, ImagePositionPatient=[pos[0], pos[1], pos[2] - 0.9 * THICKNESS])
+    elif case == "orientation":
+        _edit(paths, 2, ImageOrientationPatient=[1, 0, 0, 0, 0, -1])
+    else:
+        _edit(paths, 1, PixelSpacing=[0.5, 0.5])
+    with pytest.raises(VolumeReadError, match=message) as err:
+        LoadDicomSeriesVolume()(folder)
+    assert err.value.path == folder and err.value.field == field
+    assert "Patient" not in str(err.value).replace("ImagePositionPatient", "").replace("ImageOrientationPatient", "")
