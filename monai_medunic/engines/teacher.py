@@ -64,6 +64,8 @@ class EMATeacher:
         every: the gradient-accumulation steps (default: the trainer's ``accumulation_steps``, else 1).
     """
 
+    runs_on_all_ranks = True  # every rank keeps its teacher in step (handlers_for_rank)
+
     def __init__(
         self,
         network: nn.Module,

@@ -47,7 +47,15 @@ class _TemperatureMixin(nn.Module):
 
     @property
     def logit_scale(self) -> torch.Tensor:
-        """``1 / sigma``, clamped at ``max_logit_scale`` as in CLIP when learnable."""
+        """``1 / sigma``, at most ``max_logit_scale``.
+
+        A learnable scale is clamped as CLIP does: the *parameter* is clamped in place (at
+        ``log(max_logit_scale)``) before it is used, so it keeps a gradient and can come back down,
+        where clamping only the exponential would leave it stuck with a zero gradient."""
+        if isinstance(self.log_logit_scale, nn.Parameter):
+            with torch.no_grad():
+                self.log_logit_scale.clamp_(max=math.log(self.max_logit_scale))
+            return self.log_logit_scale.exp()
         return self.log_logit_scale.exp().clamp(max=self.max_logit_scale)
 
     @property

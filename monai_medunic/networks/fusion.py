@@ -21,6 +21,7 @@ from monai.networks.blocks import TransformerBlock
 from torch import nn
 
 from monai_medunic.errors import ConfigurationError, ShapeMismatchError
+from monai_medunic.networks.blocks import freeze_unused_cross_attention_norms
 from monai_medunic.text.masking import IGNORE_INDEX
 
 __all__ = ["FusionTransformer", "FusedMaskedLM"]
@@ -77,8 +78,7 @@ class FusionTransformer(nn.Module):
         self.blocks = nn.ModuleList(
             TransformerBlock(hidden, mlp_dim or 4 * hidden, heads, dropout_rate, qkv_bias=True) for _ in range(num_layers)
         )
-        for blk in self.blocks:  # MONAI builds this LayerNorm even without cross-attention; unused, it would
-            blk.norm_cross_attn.requires_grad_(False)  # stall DDP (find_unused_parameters=False)
+        freeze_unused_cross_attention_norms(self.blocks)
         self.norm = nn.LayerNorm(hidden)
 
     def forward(

@@ -17,6 +17,7 @@ from monai.networks.nets.resnet import ResNet, ResNetFeatures, get_inplanes
 from torch import nn
 
 from monai_medunic.errors import ConfigurationError, ShapeMismatchError
+from monai_medunic.networks.blocks import freeze_unused_cross_attention_norms
 
 __all__ = ["ImageEncoder", "CXRImageEncoder", "ResNetTrunk", "ImageEncoderSpec", "IMAGE_ENCODER_SPECS", "available_image_encoders"]
 
@@ -137,6 +138,7 @@ class ImageEncoder(nn.Module):
                                 classification=True, dropout_rate=dropout_rate, qkv_bias=True, **kw)
             # the classification head is not used: ViT.forward then returns the normed CLS + patch tokens
             del self.backbone.classification_head
+            freeze_unused_cross_attention_norms(self.backbone)
             self.out_dim = kw["hidden_size"]
             self.grid = tuple(s // patch for s in self.img_size)
 

@@ -25,6 +25,7 @@ from monai.networks.layers import trunc_normal_
 from torch import nn
 
 from monai_medunic.errors import ConfigurationError, ShapeMismatchError
+from monai_medunic.networks.blocks import freeze_unused_cross_attention_norms
 from monai_medunic.networks.image import IMAGE_ENCODER_SPECS
 
 __all__ = ["UnifiedViT", "available_unified_vits"]
@@ -111,8 +112,7 @@ class UnifiedViT(nn.Module):
             TransformerBlock(hidden, int(kw["mlp_dim"]), heads, dropout_rate, qkv_bias=qkv_bias, save_attn=True)
             for _ in range(self.num_layers)
         )
-        for blk in self.blocks:  # MONAI builds this LayerNorm even without cross-attention; it never runs
-            blk.norm_cross_attn.requires_grad_(False)
+        freeze_unused_cross_attention_norms(self.blocks)
         self.norm = nn.LayerNorm(hidden)
 
     # -- tokenizers ---------------------------------------------------------------------------------
