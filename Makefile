@@ -41,7 +41,7 @@ $(LABEL_STAMP): pyproject.toml constraints.txt Makefile $(LABEL_REQUIREMENTS)
 	$(LABEL_PIP) install -q --no-deps -e .
 	@touch $@
 
-$(STAMP): pyproject.toml constraints.txt Makefile
+$(STAMP): pyproject.toml constraints.txt Makefile scripts/ensure_system_tools.sh
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade "pip>=24"
 	$(PIP) install -q -c constraints.txt "$(TORCH_SPEC)"
