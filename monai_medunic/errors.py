@@ -30,6 +30,8 @@ __all__ = [
     "TranslationMissingError",
     "MetricInputError",
     "VolumeReadError",
+    "UnknownAnswerError",
+    "MissingOutputError",
 ]
 
 
@@ -107,12 +109,36 @@ class VocabularyError(MedUniCError):
     """A tokenizer or vocabulary cannot be extended (e.g. it has no WordPiece vocabulary)."""
 
 
+class UnknownAnswerError(DataError):
+    """A VQA answer is not in the answer list; ``answer`` holds it (answers are finding words, not PHI)."""
+
+    def __init__(self, answer: str, known: int, path: str | os.PathLike | None = None, field: str | None = "answer",
+                 line: int | None = None) -> None:
+        self.answer = answer
+        super().__init__(
+            f"answer '{answer}' is not in the answer list ({known} answers); add it to the vocabulary, map it "
+            "with an alias, or drop the question", path=path, field=field, line=line,
+        )
+
+
 class ModelLoadError(MedUniCError):
     """A model, tokenizer, bundle or checkpoint cannot be loaded from the given path."""
 
 
 class CheckpointError(ModelLoadError):
     """A training checkpoint cannot be read or restored (truncated, refused, or from another architecture)."""
+
+
+class MissingOutputError(ConfigurationError):
+    """An objective term reads a tensor that neither the network can produce (with the inputs it is
+    given) nor the batch holds: e.g. fused MLM on a network without a fusion module. ``term`` and
+    ``key`` name them; ``available`` lists what the network and the batch offer."""
+
+    def __init__(self, term: str, key: str, available: Any = (), hint: str = "") -> None:
+        self.term, self.key, self.available = term, key, sorted(available)
+        msg = (f"objective term '{term}' reads '{key}', which the network cannot produce with its inputs and the batch "
+               f"does not hold (available: {self.available})")
+        super().__init__(f"{msg}; {hint}" if hint else msg)
 
 
 class NonFiniteLossError(MedUniCError, FloatingPointError):

@@ -35,6 +35,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.hooks import RemovableHandle
 
+from monai_medunic.engines.warmup import WarmupPhase
 from monai_medunic.errors import ConfigurationError
 
 __all__ = ["FreezeBatchNormStatistics", "batchnorm_layers", "NORMALIZE_WITH"]
@@ -53,7 +54,7 @@ def _eval_mode_pre_hook(module: nn.Module, args: tuple) -> None:
     module.training = False  # runs after any network.train(): this call normalises with running statistics
 
 
-class FreezeBatchNormStatistics:
+class FreezeBatchNormStatistics(WarmupPhase):
     """Ignite handler: after a warm-up, fix the running mean and variance of every BatchNorm layer of
     ``network`` (or of one of its sub-modules), leaving the affine weights trainable.
 
@@ -88,16 +89,10 @@ class FreezeBatchNormStatistics:
         submodule: str | None = None,
         normalize_with: str = "running",
     ) -> None:
-        if warmup_iterations is not None and warmup_epochs is not None:
-            raise ConfigurationError("give warmup_iterations or warmup_epochs, not both")
-        for key, value in (("warmup_iterations", warmup_iterations), ("warmup_epochs", warmup_epochs)):
-            if value is not None and int(value) < 0:
-                raise ConfigurationError(f"{key} must be >= 0, got {value}")
+        super().__init__(warmup_iterations, warmup_epochs)
         if normalize_with not in NORMALIZE_WITH:
             raise ConfigurationError(f"normalize_with must be one of {NORMALIZE_WITH}, got '{normalize_with}'")
         self.network = network
-        self.warmup_iterations = None if warmup_iterations is None else int(warmup_iterations)
-        self.warmup_epochs = None if warmup_epochs is None else int(warmup_epochs)
         self.submodule = submodule
         self.normalize_with = normalize_with
         self._target()  # fail at construction on an unknown sub-module
@@ -125,9 +120,7 @@ class FreezeBatchNormStatistics:
 
     def warmup_over(self, engine: Engine) -> bool:
         """True from the first iteration after the warm-up (read from the engine, so it survives a resume)."""
-        if self.warmup_epochs is not None:
-            return engine.state.epoch > self.warmup_epochs
-        return engine.state.iteration > (self.warmup_iterations or 0)
+        return self.over(engine)
 
     def __call__(self, engine: Engine) -> None:
         if not self._frozen and self.warmup_over(engine):

@@ -147,6 +147,13 @@ class TrainStep:
     learnable temperature) must be in the optimizer (checked at the first iteration) and have their
     gradients averaged over ranks before the step.
 
+    Before the first forward (and again whenever the set of active terms or of batch keys changes, as
+    when a warm-up switches a term on), every tensor the objective's active terms read must be a batch
+    key or an output the network declares it can produce with its inputs (``available_outputs(inputs)``
+    of :class:`~monai_medunic.networks.MedUniC` and its subclasses); otherwise
+    :class:`~monai_medunic.errors.MissingOutputError` names the term and the key, before any compute.
+    Networks that declare nothing are not checked (the objective then names a missing key at its call).
+
     Returns a dict: ``loss`` (the total), ``loss_<term>`` for each objective term, ``lr`` and ``batch_size``.
 
     Args:
@@ -175,6 +182,7 @@ class TrainStep:
         self.grad_clip_norm = grad_clip_norm
         self.resolved: str | None = None
         self.scaler: torch.amp.GradScaler | None = None
+        self._checked: set[tuple[frozenset, frozenset]] = set()
 
     # ------------------------------------------------------------------ set-up
     def _setup(self, engine: Any) -> None:
@@ -212,6 +220,22 @@ class TrainStep:
                      for k, v in batch.items()}
         return batch
 
+    def check_outputs(self, network: nn.Module, objective: Any, batch: Mapping[str, Any]) -> None:
+        """Raise :class:`~monai_medunic.errors.MissingOutputError` if an active term of ``objective`` reads a
+        key that is neither in ``batch`` nor among the outputs ``network`` declares for the inputs it gets."""
+        net = unwrap(network)
+        declare = getattr(net, "available_outputs", None)
+        check = getattr(objective, "check_available", None)
+        required = getattr(objective, "required_keys", None)
+        if declare is None or check is None or required is None:
+            return
+        key = (frozenset(required), frozenset(batch))
+        if key in self._checked:
+            return
+        available = set(declare(self.network_inputs.kwargs(batch))) | {k for k, v in batch.items() if v is not None}
+        check(available, getattr(net, "output_requirements", None))
+        self._checked.add(key)
+
     # ------------------------------------------------------------------ iteration
     @staticmethod
     def accumulation_group(iteration: int, epoch_length: int | None, steps: int) -> tuple[bool, bool, int]:
@@ -236,6 +260,7 @@ class TrainStep:
         if first:
             optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
         required = getattr(objective, "required_keys", None)
+        self.check_outputs(network, objective, batch)
         sync = network.no_sync() if (not last and hasattr(network, "no_sync")) else contextlib.nullcontext()
         engine.state.output = {}
         with sync:

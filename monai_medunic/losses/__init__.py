@@ -15,6 +15,7 @@ from monai_medunic.losses.objective import (
     register_term,
 )
 from monai_medunic.losses.simclr import I2ILoss
+from monai_medunic.losses.perturbation import UniMlipLoss, itc_loss
 
 __all__ = [
     "CVLLoss",
@@ -25,6 +26,8 @@ __all__ = [
     "MedUniCLoss",
     "MaskedLMLoss",
     "I2ILoss",
+    "UniMlipLoss",
+    "itc_loss",
     "CompositeObjective",
     "ObjectiveTerm",
     "TermSpec",

@@ -14,6 +14,18 @@ for bundle configs::
 
 :class:`~monai_medunic.losses.MedUniCLoss` is the Med-UniC preset of the same class.
 
+One loss module may serve several terms: Uni-Mlip's perturbed ITC terms (Eq. 1 with ``I`` or ``T``
+replaced by the perturbed embedding) share the ITC module, hence its one learnable temperature
+``tau``. A term of :data:`TERM_LIBRARY` declares the terms whose loss it reuses when the objective has
+them (:attr:`TermSpec.shares_loss_with`); ``{"share_loss_with": "itc"}`` names one explicitly and
+``{"share_loss_with": null}`` builds the term its own loss. A shared module is registered under every
+term name that uses it: ``parameters()`` lists its parameters once (the optimizer sees one ``tau``),
+``state_dict()`` holds it under each name, and loading restores the one module.
+
+:meth:`CompositeObjective.check_available` checks, before the first step, that every active term can
+get its tensors from what the network declares it can produce and what the batch holds
+(:class:`~monai_medunic.errors.MissingOutputError` names the term and the key otherwise).
+
 Trainable loss parameters (a learnable temperature) live on the objective, which is an
 ``nn.Module``: :func:`monai_medunic.engines.trainable_parameters` gives them to the optimizer next to
 the network's, and the checkpoint handlers save and restore ``engine.loss_function``.
@@ -28,7 +40,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import nn
 
-from monai_medunic.errors import ConfigurationError, NonFiniteLossError
+from monai_medunic.errors import ConfigurationError, MissingOutputError, NonFiniteLossError
 
 __all__ = ["ObjectiveTerm", "CompositeObjective", "TermSpec", "TERM_LIBRARY", "register_term", "build_objective"]
 
@@ -110,6 +122,27 @@ class CompositeObjective(nn.Module):
         """Every tensor key an active term reads: what the training step must produce."""
         return {k for t in self.active_terms for k in self.inputs[t]}
 
+    def set_weight(self, term: str, weight: float) -> None:
+        """Change a term's weight (a warm-up schedule switching a term on); 0 stops computing it."""
+        if term not in self.weights:
+            raise ConfigurationError(f"the objective has no term '{term}'; its terms are {list(self.weights)}")
+        if weight < 0:
+            raise ConfigurationError(f"objective term '{term}' has a negative weight {weight}")
+        self.weights[term] = float(weight)
+
+    def check_available(self, available: set[str] | frozenset[str], hints: Mapping[str, str] | None = None) -> None:
+        """Raise :class:`~monai_medunic.errors.MissingOutputError` if an active term reads a key outside
+        ``available`` (what the network can produce with its inputs, plus the batch keys).
+
+        Args:
+            available: the keys on offer.
+            hints: key -> what producing it takes (from the network), appended to the message.
+        """
+        for term in self.active_terms:
+            for key in self.inputs[term]:
+                if key not in available:
+                    raise MissingOutputError(term, key, available, (hints or {}).get(key, ""))
+
     def forward(self, tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         values: dict[str, torch.Tensor] = {}
         for term in self.active_terms:
@@ -135,6 +168,8 @@ class TermSpec:
     factory: Callable[..., nn.Module] | str  # a callable, or "module:attribute" imported on use
     inputs: tuple[str, ...]
     paper: str = ""
+    #: reuse the loss module of the first of these terms that the objective has (one shared temperature)
+    shares_loss_with: tuple[str, ...] = ()
 
     def build(self, **options: Any) -> nn.Module:
         factory = self.factory
@@ -156,6 +191,21 @@ TERM_LIBRARY: dict[str, TermSpec] = {
     "ssv": TermSpec("monai_medunic.losses.contrastive:SSVLoss", ("image_emb", "image_aug_emb"), "Med-UniC Eq. 4"),
     "ctr": TermSpec("monai_medunic.losses.ctr:CTRLoss", ("ctr_a", "ctr_b"), "Med-UniC Eq. 5-7"),
     "mlm": TermSpec("monai_medunic.losses.mlm:MaskedLMLoss", ("logits", "labels"), "BERT MLM (Med-UniC Sec. 3.2)"),
+    # Uni-Mlip (Bawazir & Wu): ITC with a learnable tau, its perturbed forms sharing that tau, I2I, fused MLM
+    "itc": TermSpec("monai_medunic.losses.perturbation:itc_loss", ("image_emb", "text_emb"), "Uni-Mlip Eq. 1"),
+    "itc_perturbed_image": TermSpec("monai_medunic.losses.perturbation:itc_loss", ("image_emb_perturbed", "text_emb"),
+                                    "Uni-Mlip Sec. 3.2 (Eq. 1 with ~I)", shares_loss_with=("itc", "cvl")),
+    "itc_perturbed_text": TermSpec("monai_medunic.losses.perturbation:itc_loss", ("image_emb", "text_emb_perturbed"),
+                                   "Uni-Mlip Sec. 3.2 (Eq. 1 with ~T)", shares_loss_with=("itc", "cvl")),
+    "i2i": TermSpec("monai_medunic.losses.simclr:I2ILoss", ("image_strong_a_emb", "image_strong_b_emb"), "Uni-Mlip Eq. 2"),
+    "fused_mlm": TermSpec("monai_medunic.losses.mlm:MaskedLMLoss", ("mlm_logits", "mlm_labels"), "Uni-Mlip Eq. 3"),
+    # UniMedI (He et al.): CLIP on the 2D image or the 3D volume with its selected slices; DINO / iBOT self-distillation
+    "clip": TermSpec("monai_medunic.losses.contrastive:CVLLoss", ("image_emb", "text_emb"), "UniMedI Sec. 3.3 (CLIP InfoNCE)"),
+    "distill_cls": TermSpec("monai_medunic.losses.distill:DINOLoss", ("distill_student_cls", "distill_teacher_cls"),
+                            "UniMedI Sec. 3.4 (DINO Eq. 1-2, 4 on the CLS token)"),
+    "distill_patch": TermSpec("monai_medunic.losses.distill:MaskedPatchDistillationLoss",
+                              ("distill_student_patch", "distill_teacher_patch", "distill_patch_index"),
+                              "UniMedI Sec. 3.4 (iBOT L_MIM on the masked patch tokens)"),
 }
 
 
@@ -170,20 +220,48 @@ def build_objective(terms: Mapping[str, float | Mapping[str, Any]], check_finite
     """A :class:`CompositeObjective` from term names of :data:`TERM_LIBRARY`.
 
     Args:
-        terms: name -> weight, or name -> ``{"weight": w, "inputs": [...], **loss options}``
-            (``inputs`` overrides the term's default tensor keys; the other options go to the loss).
+        terms: name -> weight, or name -> ``{"weight": w, "inputs": [...], "share_loss_with": t, **loss options}``
+            (``inputs`` overrides the term's default tensor keys; ``share_loss_with`` uses the loss
+            module of term ``t``, or with ``null`` builds the term its own, overriding the library's
+            :attr:`TermSpec.shares_loss_with`; the other options go to the loss).
 
     Raises:
         ConfigurationError: an unknown term name (the message lists the known ones), an option the
-            loss does not take, or a negative weight.
+            loss does not take, a weight that is negative or not a number, or a shared loss that is
+            not in the objective or that would get options of its own.
     """
-    built: dict[str, ObjectiveTerm] = {}
+    built: dict[str, ObjectiveTerm | None] = {}
+    sharing: dict[str, tuple[str, tuple[str, ...], float]] = {}
     for name, value in terms.items():
         if name not in TERM_LIBRARY:
             raise ConfigurationError(f"unknown objective term '{name}'; known terms: {sorted(TERM_LIBRARY)}")
         spec = TERM_LIBRARY[name]
         options = dict(value) if isinstance(value, Mapping) else {"weight": value}
-        weight = float(options.pop("weight", 1.0))
+        try:
+            weight = float(options.pop("weight", 1.0))
+        except (TypeError, ValueError):
+            raise ConfigurationError(f"objective term '{name}': the weight must be a number") from None
         inputs = tuple(options.pop("inputs", spec.inputs))
-        built[name] = ObjectiveTerm(spec.build(**options), inputs, weight)
-    return CompositeObjective(built, check_finite=check_finite)
+        share = options.pop("share_loss_with", next((t for t in spec.shares_loss_with if t in terms and t != name), None))
+        if share is None:
+            built[name] = ObjectiveTerm(spec.build(**options), inputs, weight)
+            continue
+        if share not in terms or share == name:
+            raise ConfigurationError(f"objective term '{name}' shares the loss of '{share}', which is not another term "
+                                     f"of the objective ({list(terms)})")
+        if options:
+            raise ConfigurationError(f"objective term '{name}' shares the loss of '{share}': give the loss options "
+                                     f"{sorted(options)} to '{share}' (or set share_loss_with to null)")
+        built[name] = None  # keeps the declaration order
+        sharing[name] = (share, inputs, weight)
+    for name, (share, inputs, weight) in sharing.items():
+        chain = [name]
+        while share in sharing:
+            if share in chain:
+                raise ConfigurationError(f"objective terms share their losses in a cycle: {chain + [share]}")
+            chain.append(share)
+            share = sharing[share][0]
+        owner = built[share]
+        assert owner is not None
+        built[name] = ObjectiveTerm(owner.loss, inputs, weight)
+    return CompositeObjective({n: t for n, t in built.items() if t is not None}, check_finite=check_finite)

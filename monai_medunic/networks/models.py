@@ -47,7 +47,8 @@ class MedUniC(nn.Module):
         text_config: HF config dict, used when no path is given (offline runs, tests).
         text_encoder: a ready text module returning ``{"pooled": ...}`` (overrides the two above).
         in_channels, img_size, spatial_dims: image encoder input (``spatial_dims=3`` encodes volumes).
-        embed_dim: ``d``. ctr_dim: ``D'``. proj_hidden_dim: hidden width of the projectors (default: input width).
+        embed_dim: ``d``. ctr_dim: ``D'`` (0: no CTR projector, no ``ctr_a``/``ctr_b``). proj_hidden_dim: hidden
+            width of the projectors (default: input width).
         freeze_layers, freeze_embeddings, pooling: see :class:`HFTextEncoder`.
         text_dropout_view: compute ``ctr_a``/``ctr_b`` in train mode (disable to save compute when CTR is off).
     """
@@ -98,7 +99,7 @@ class MedUniC(nn.Module):
             raise ConfigurationError("image_encoder and text_encoder must expose their output width as `out_dim`")
         self.image_projection = ProjectionHead(image_dim, embed_dim, proj_hidden_dim)
         self.text_projection = ProjectionHead(text_dim, embed_dim, proj_hidden_dim)
-        self.ctr_projection = ProjectionHead(text_dim, ctr_dim, proj_hidden_dim)
+        self.ctr_projection = ProjectionHead(text_dim, ctr_dim, proj_hidden_dim) if ctr_dim else None
         self.embed_dim, self.ctr_dim = embed_dim, ctr_dim
         self.text_dropout_view = text_dropout_view
 
@@ -138,13 +139,37 @@ class MedUniC(nn.Module):
             if attention_mask is None:
                 attention_mask = torch.ones_like(input_ids)
             ctr_needed = required_outputs is None or bool({"ctr_a", "ctr_b"} & set(required_outputs))
-            views = 2 if (self.training and self.text_dropout_view and ctr_needed) else 1
+            views = 2 if (self.training and self.text_dropout_view and ctr_needed and self.ctr_projection is not None) else 1
             pooled = self.text_encoder(input_ids.repeat(views, 1), attention_mask.repeat(views, 1))["pooled"]
             out["text_features"] = pooled[:n]
             out["text_emb"] = self.text_projection(pooled[:n])
             if views == 2:
                 z = self.ctr_projection(pooled)
                 out["ctr_a"], out["ctr_b"] = z[:n], z[n:]
+        return out
+
+    #: what producing an output takes, for the error raised when an objective term reads one the network cannot give
+    output_requirements: dict[str, str] = {
+        "image_emb": "the forward argument 'images'",
+        "image_aug_emb": "the second augmented image view (forward argument 'images_aug')",
+        "text_emb": "the forward argument 'input_ids'",
+        "ctr_a": "'input_ids', a CTR projector (ctr_dim > 0) and text_dropout_view=True",
+        "ctr_b": "'input_ids', a CTR projector (ctr_dim > 0) and text_dropout_view=True",
+    }
+
+    def available_outputs(self, inputs: Collection[str]) -> set[str]:
+        """The output keys a train-mode forward with the arguments named in ``inputs`` produces (the
+        training step checks the objective's terms against them before the first step)."""
+        given = set(inputs)
+        out: set[str] = set()
+        if "images" in given:
+            out |= {"image_features", "image_feature_map", "image_emb"}
+            if "images_aug" in given:
+                out.add("image_aug_emb")
+        if "input_ids" in given:
+            out |= {"text_features", "text_emb"}
+            if self.text_dropout_view and self.ctr_projection is not None:
+                out |= {"ctr_a", "ctr_b"}
         return out
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,8 @@ classification task"), shared by the data code that labels question records and 
 a final period dropped) to its class index, and aliases (other spellings, the answer in another
 language: ``"sí" -> "yes"``) to the class of their canonical answer. An answer outside the list raises
 :class:`UnknownAnswerError` naming the answer (and, when the caller gives them, the file, line and
-field); it never becomes a silent extra class. :class:`AnswerToClass` / :class:`AnswerToClassd` are
+field); it never becomes a silent extra class. The error lives in :mod:`monai_medunic.errors` with the
+others (re-exported here). :class:`AnswerToClass` / :class:`AnswerToClassd` are
 the transform forms.
 """
 
@@ -22,7 +23,7 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, Transform
 
-from monai_medunic.errors import ConfigurationError, DataError
+from monai_medunic.errors import ConfigurationError, DataError, UnknownAnswerError
 
 __all__ = ["AnswerVocabulary", "UnknownAnswerError", "AnswerToClass", "AnswerToClassd", "normalize_answer"]
 
@@ -33,18 +34,6 @@ def normalize_answer(answer: str) -> str:
     """``"  Yes. "`` -> ``"yes"``: NFC, case-folded, inner whitespace collapsed, one final period dropped."""
     text = _SPACES.sub(" ", unicodedata.normalize("NFC", str(answer))).strip().casefold()
     return text[:-1].rstrip() if text.endswith(".") else text
-
-
-class UnknownAnswerError(DataError):
-    """A VQA answer is not in the answer list; ``answer`` holds it (answers are finding words, not PHI)."""
-
-    def __init__(self, answer: str, known: int, path: str | os.PathLike | None = None, field: str | None = "answer",
-                 line: int | None = None) -> None:
-        self.answer = answer
-        super().__init__(
-            f"answer '{answer}' is not in the answer list ({known} answers); add it to the vocabulary, map it "
-            "with an alias, or drop the question", path=path, field=field, line=line,
-        )
 
 
 class AnswerVocabulary:
