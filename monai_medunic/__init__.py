@@ -4,6 +4,10 @@ Submodules are imported lazily by their users; importing the top-level package s
 never imports optional integrations (MONAI Deploy SDK, MONAI Label).
 """
 
+from monai_medunic.errors import install_excepthook as _install_excepthook
+
 __version__ = "0.1.0"
+
+_install_excepthook()
 
 __all__ = ["__version__"]

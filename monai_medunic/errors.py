@@ -26,6 +26,7 @@ __all__ = [
     "VocabularyError",
     "ModelLoadError",
     "CheckpointError",
+    "EncoderWeightsError",
     "NonFiniteLossError",
     "TranslationMissingError",
     "MetricInputError",
@@ -129,6 +130,20 @@ class CheckpointError(ModelLoadError):
     """A training checkpoint cannot be read or restored (truncated, refused, or from another architecture)."""
 
 
+class EncoderWeightsError(ModelLoadError):
+    """Pre-trained encoder weights do not fit the encoder they are loaded into (another architecture).
+
+    ``missing``: the encoder's parameter / buffer names the checkpoint lacks; ``unexpected``: the
+    checkpoint's names the encoder does not have; ``mismatched``: ``name: (checkpoint shape, encoder shape)``.
+    """
+
+    def __init__(self, message: str, missing=(), unexpected=(), mismatched=None) -> None:
+        self.missing = list(missing)
+        self.unexpected = list(unexpected)
+        self.mismatched = dict(mismatched or {})
+        super().__init__(message)
+
+
 class MissingOutputError(ConfigurationError):
     """An objective term reads a tensor that neither the network can produce (with the inputs it is
     given) nor the batch holds: e.g. fused MLM on a network without a fusion module. ``term`` and
@@ -168,3 +183,38 @@ class MetricInputError(MedUniCError, ValueError):
 
 class VolumeReadError(DataError):
     """A 3D volume (DICOM series or NIfTI file) cannot be read or assembled."""
+
+
+def medunic_error_in(exc: BaseException | None) -> MedUniCError | None:
+    """The first :class:`MedUniCError` in ``exc``'s chain (itself, its ``__cause__`` or ``__context__``)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, MedUniCError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def install_excepthook() -> None:
+    """Make this package's one-line error the last thing printed when a program dies of it.
+
+    ``python -m monai.bundle run`` reports a config error as MONAI's generic ``RuntimeError: Failed to
+    instantiate component ...`` at the end of a long traceback, with our message (the file, the field,
+    the fix) in the middle. The hook prints the usual traceback, then our message once more as the
+    last line. Other exceptions are untouched. Installed once, when :mod:`monai_medunic` is imported.
+    """
+    import sys
+
+    previous = sys.excepthook
+    if getattr(previous, "_medunic", False):
+        return
+
+    def hook(exc_type, exc, tb):  # type: ignore[no-untyped-def]
+        previous(exc_type, exc, tb)
+        ours = medunic_error_in(exc)
+        if ours is not None and ours is not exc:
+            sys.stderr.write(f"\nmonai-medunic: {type(ours).__name__}: {ours}\n")
+
+    hook._medunic = True  # type: ignore[attr-defined]
+    sys.excepthook = hook

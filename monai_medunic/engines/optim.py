@@ -53,7 +53,18 @@ def parameter_groups(module: nn.Module, weight_decay: float = 0.01, objective: n
 
 
 def _iterations(max_epochs: int, steps_per_epoch: int | Sized) -> int:
+    """Iterations of a run; a data loader that yields no batch is an error, not a run that silently does nothing."""
     per_epoch = steps_per_epoch if isinstance(steps_per_epoch, int) else len(steps_per_epoch)
+    if int(per_epoch) < 1:
+        dataset = getattr(steps_per_epoch, "dataset", None)
+        n = len(dataset) if isinstance(dataset, Sized) else "?"
+        batch = getattr(steps_per_epoch, "batch_size", "?")
+        drop_last = getattr(steps_per_epoch, "drop_last", None)
+        raise ConfigurationError(
+            f"the training data loader yields no batch: {n} training records, batch_size {batch}"
+            + (", drop_last true" if drop_last else "")
+            + "; lower the batch size (e.g. --batch_size 8) or add training data"
+        )
     return int(max_epochs) * int(per_epoch)
 
 
@@ -85,7 +96,7 @@ def linear_warmup_schedule(optimizer: torch.optim.Optimizer, max_epochs: int, st
 
     total = _iterations(max_epochs, steps_per_epoch)
     if total < 1:
-        raise ConfigurationError(f"the schedule has no step (max_epochs={max_epochs}, steps_per_epoch={steps_per_epoch})")
+        raise ConfigurationError(f"the schedule has no step (max_epochs={max_epochs})")
     if not 0.0 <= warmup_ratio < 1.0:
         raise ConfigurationError(f"warmup_ratio must be in [0, 1), got {warmup_ratio}")
     return get_linear_schedule_with_warmup(optimizer, int(math.ceil(warmup_ratio * total)), total)

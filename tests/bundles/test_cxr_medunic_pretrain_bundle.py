@@ -258,3 +258,16 @@ def test_two_process_ddp_on_cpu_trains_identical_weights(tmp_path: Path, demo_da
     assert len(history["iterations"]) == ((n_train + 1) // 2) // 8  # even_divisible pads to a multiple of 2
     assert (bundle / "models" / "model.pt").is_file()
     assert "initialised (gloo)" in proc.stdout + proc.stderr
+
+
+def test_too_little_data_for_one_batch_is_a_clear_last_line(tmp_path: Path, demo_data: Path, text_model: Path, n_train: int) -> None:
+    """A training split smaller than the batch (drop_last) must not 'succeed' without training: the run
+    fails, and our one-line error (what, and the fix) is the last thing printed, after MONAI's traceback."""
+    bundle = _bundle_copy(tmp_path, "small", demo_data, text_model, batch_size=n_train + 1)
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", _configs("configs/train.json", "configs/test_overrides.json"),
+           "--bundle_root", str(bundle), "--logging_file", str(bundle / "configs" / "logging.conf")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=300, cwd=bundle)
+    assert proc.returncode != 0 and not (bundle / "models" / "model.pt").exists()
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("monai-medunic: ConfigurationError: the training data loader yields no batch"), last
+    assert f"{n_train} training records, batch_size {n_train + 1}, drop_last true" in last and "lower the batch size" in last
