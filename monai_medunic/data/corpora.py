@@ -50,6 +50,7 @@ from typing import Any
 
 from monai_medunic.errors import ConfigurationError, CorpusError
 from monai_medunic.text.languages import validate_language_code
+from monai_medunic.text.quality import MAX_REPORT_CHARS, clean_report_text, report_text_problem
 
 __all__ = [
     "ReportRecord",
@@ -84,7 +85,7 @@ def count_words(text: str) -> int:
 
 
 def _clean(text: str) -> str:
-    return _WS_RE.sub(" ", text).strip()
+    return _WS_RE.sub(" ", clean_report_text(text)[0]).strip()
 
 
 @dataclass(frozen=True)
@@ -162,11 +163,15 @@ class ReportCorpus(abc.ABC):
         self.stats.dropped[reason] += 1
 
     def _drop_reason(self, text: str | None) -> str | None:
-        if text is None or not text.strip():
+        """``empty``, ``too_short`` (fewer than ``min_tokens``), or a text problem of
+        :func:`~monai_medunic.text.quality.report_text_problem`: ``binary_report``, ``long_report``
+        (more than :data:`~monai_medunic.text.quality.MAX_REPORT_CHARS`), ``script_mismatch``."""
+        if text is None or not clean_report_text(text)[0].strip():
             return "empty"
         if count_words(text) < self.min_tokens:
             return "too_short"
-        return None
+        problem = report_text_problem(text, self.language, MAX_REPORT_CHARS)
+        return problem[0] if problem is not None else None
 
     def __iter__(self) -> Iterator[ReportRecord]:
         return iter(self.load())

@@ -69,6 +69,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from monai_medunic.errors import ConfigurationError, DataError, ManifestError
+from monai_medunic.text.quality import MAX_REPORT_CHARS, clean_report_text, report_text_problem
 
 __all__ = [
     "SPLITS",
@@ -97,6 +98,15 @@ def count_report_tokens(text: str) -> int:
     return len(text.split())
 
 
+def _check_report_text(report: str, language: str) -> tuple[str, int]:
+    """The report with stray control characters replaced (and how many), or an ``_Invalid``: binary data or a
+    script that does not fit the language (:func:`~monai_medunic.text.quality.report_text_problem`)."""
+    problem = report_text_problem(report, language)
+    if problem is not None:
+        raise _Invalid("language" if problem[0] == "script_mismatch" else "report", *problem)
+    return clean_report_text(report)
+
+
 @dataclass
 class ManifestRecord:
     """One image-report pair.
@@ -120,6 +130,7 @@ class ManifestRecord:
         masks: 2D records: ``{finding: absolute path of a binary mask of the image's size}``.
         boxes: 2D records: ``{finding: [[x0, y0, x1, y1], ...]}`` in pixels of the (first) image.
         seg: 2D records: the absolute path of a DICOM SEG that references the image.
+        control_characters_removed: how many control characters of the report were replaced by spaces.
     """
 
     image_paths: list[str]
@@ -140,6 +151,7 @@ class ManifestRecord:
     masks: dict[str, str] | None = None
     boxes: dict[str, list[list[float]]] | None = None
     seg: str | None = None
+    control_characters_removed: int = field(default=0, repr=False, compare=False)
 
     def to_json_dict(self, root: str | os.PathLike | None = None) -> dict[str, Any]:
         """The record as a JSONL object; paths below ``root`` are written relative to it."""
@@ -195,6 +207,7 @@ class ManifestSummary:
     kept_by_split: Counter = field(default_factory=Counter)
     kept_by_language: Counter = field(default_factory=Counter)
     reports_from_sr: int = 0
+    cleaned: Counter = field(default_factory=Counter)
 
     @property
     def num_dropped(self) -> int:
@@ -209,11 +222,14 @@ class ManifestSummary:
             "kept_by_split": dict(sorted(self.kept_by_split.items(), key=lambda kv: str(kv[0]))),
             "kept_by_language": dict(sorted(self.kept_by_language.items())),
             "reports_from_sr": self.reports_from_sr,
+            "cleaned": dict(sorted(self.cleaned.items())),
         }
 
     def __str__(self) -> str:
         dropped = ", ".join(f"{k}={v}" for k, v in sorted(self.dropped.items())) or "none"
-        return f"manifest {self.path}: kept {self.kept} of {self.total} records; dropped: {dropped}"
+        cleaned = ", ".join(f"{k}={v}" for k, v in sorted(self.cleaned.items()))
+        return (f"manifest {self.path}: kept {self.kept} of {self.total} records; dropped: {dropped}"
+                + (f"; cleaned: {cleaned}" if cleaned else ""))
 
 
 @dataclass
@@ -450,9 +466,10 @@ def _validate(
     ):
         raise _Invalid("translations", "invalid_translations", "'translations' must be an object {language: text}")
     study_uid = raw.get("study_uid")
-    return ManifestRecord(
+    report, n_controls = _check_report_text(str(report), language)
+    record = ManifestRecord(
         image_paths=paths,
-        report=str(report).strip(),
+        report=report.strip(),
         language=language,
         labels=labels,
         split=split,
@@ -469,7 +486,9 @@ def _validate(
         masks=masks,
         boxes=boxes,
         seg=seg_path,
+        control_characters_removed=n_controls,
     )
+    return record
 
 
 _NIFTI_EXT = (".nii", ".nii.gz")
@@ -711,6 +730,7 @@ def load_manifest(
     modalities: str | Sequence[str] | None = None,
     check_truth: bool = False,
     require_labels: bool = False,
+    max_report_chars: int | None = MAX_REPORT_CHARS,
 ) -> ManifestLoadResult:
     """Read, validate and filter a JSONL or CSV manifest.
 
@@ -734,6 +754,13 @@ def load_manifest(
             exist, mask sizes, boxes inside the image, lesion slices inside the volume, the SEG
             references the image); reads headers only.
         require_labels: refuse records without labels or with an empty label set (``missing_labels``).
+        max_report_chars: drop reports longer than this as ``long_report`` (:data:`MAX_REPORT_CHARS`;
+            ``None``: no limit).
+
+    Report text is also checked on every record: NUL characters or many control characters (more than
+    4 and over 10 % of the text) are ``binary_report`` (invalid); other control characters are replaced by a space and counted in
+    ``summary.cleaned["control_characters"]``; a report whose letters are mostly of another script
+    than its Latin-script language (:data:`LATIN_SCRIPT_LANGUAGES`) is ``script_mismatch`` (invalid).
 
     Returns:
         The kept records and a :class:`ManifestSummary` (also logged).
@@ -786,6 +813,11 @@ def load_manifest(
                 if count_report_tokens(record.report) < min_report_tokens:
                     summary.dropped["short_report"] += 1
                     continue
+                if max_report_chars is not None and len(record.report) > max_report_chars:
+                    logger.warning("manifest %s: line %d: skipped (long_report): %d characters, the limit is %d",
+                                   p, lineno, len(record.report), max_report_chars)
+                    summary.dropped["long_report"] += 1
+                    continue
                 if frontal_only and record.spatial_dims == 2:
                     try:
                         view = _view_of(record)
@@ -810,6 +842,8 @@ def load_manifest(
                 summary.dropped[bad.reason] += 1
                 continue
             records.append(record)
+            if record.control_characters_removed:
+                summary.cleaned["control_characters"] += 1
             summary.kept += 1
             summary.kept_by_split[record.split or "none"] += 1
             summary.kept_by_language[record.language] += 1

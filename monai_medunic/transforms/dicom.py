@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
@@ -53,7 +54,14 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
 from monai_medunic.errors import ConfigurationError, DicomReadError, MissingDecoderError, NotAnImageError
-from monai_medunic.transforms.dicom_io import check_decoder, read_dicom, scrub, source_path
+from monai_medunic.transforms.dicom_io import (
+    MAX_PIXELS,
+    check_pixel_header,
+    decode_pixels,
+    header_value,
+    read_dicom,
+    source_path,
+)
 
 __all__ = [
     "VOI_FALLBACKS",
@@ -83,22 +91,45 @@ def _functional_item(ds: Dataset, sequence: str) -> Dataset | None:
     return seq[0] if seq else None
 
 
-def _attr(ds: Dataset, keyword: str, fg_sequence: str | None = None) -> Any:
-    if keyword in ds:
-        return ds.get(keyword)
-    if fg_sequence is not None:
-        item = _functional_item(ds, fg_sequence)
-        if item is not None and keyword in item:
-            return item.get(keyword)
+def _attr(ds: Dataset, keyword: str, fg_sequence: str | None = None, path: str | None = None) -> Any:
+    """``keyword`` of ``ds`` or of the shared functional groups' ``fg_sequence`` item.
+
+    Raises:
+        DicomReadError: the element (or the functional group sequence) cannot be decoded; names the attribute.
+    """
+    try:
+        if keyword in ds:
+            return ds.get(keyword)
+        if fg_sequence is not None:
+            item = _functional_item(ds, fg_sequence)
+            if item is not None and keyword in item:
+                return item.get(keyword)
+    except Exception as err:  # pydicom decodes elements on access: a garbled one fails here
+        raise DicomReadError(f"{keyword} cannot be decoded ({type(err).__name__})", path=path, field=keyword) from None
     return None
 
 
 def _as_list(value: Any) -> list[float]:
-    if value is None:
+    """Numbers of a DS / IS / US value (one or several); ``ValueError`` on text or non-finite values."""
+    if value is None or (isinstance(value, str) and not value.strip()):
         return []
-    if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
-        return [float(v) for v in value]
-    return [float(value)]
+    values = list(value) if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) else [value]
+    if any(isinstance(v, (bytes, bytearray)) for v in values):
+        raise ValueError("bytes where numbers are expected")
+    out = [float(v) for v in values]
+    if not all(np.isfinite(out)):
+        raise ValueError("non-finite value")
+    return out
+
+
+def _optional_numbers(ds: Dataset, keyword: str, fg_sequence: str | None, path: str | None, notes: list[str]) -> list[float]:
+    """An optional numeric attribute that only describes the image (spacing, orientation, a window):
+    unreadable -> ignored with a note (recorded in the meta and logged), never a wrong number."""
+    try:
+        return _as_list(_attr(ds, keyword, fg_sequence, path))
+    except (DicomReadError, TypeError, ValueError, OverflowError):
+        notes.append(f"{keyword} ignored: not a list of finite numbers")
+        return []
 
 
 def window_to_unit(arr: np.ndarray, center: float, width: float, function: str = "LINEAR") -> np.ndarray:
@@ -144,19 +175,34 @@ def window_to_unit(arr: np.ndarray, center: float, width: float, function: str =
     return out
 
 
-def _lut_values(item: Dataset, ds: Dataset) -> tuple[np.ndarray, int, int]:
-    desc = [int(v) for v in item.LUTDescriptor]
-    n_entries = desc[0] or 2**16
-    first = desc[1]
-    bits = desc[2]
-    elem = item["LUTData"]
-    if elem.VR == "OW" or isinstance(elem.value, (bytes, bytearray)):
-        little = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", UID("1.2.840.10008.1.2.1"))
-        endian = ">" if UID(str(little)) == pydicom.uid.ExplicitVRBigEndian else "<"
-        data = np.frombuffer(bytes(elem.value), dtype=f"{endian}u2")
-    else:
-        data = np.asarray(_as_list(elem.value) if not isinstance(elem.value, int) else [elem.value], dtype=np.float64)
-    data = np.asarray(data, dtype=np.float64)[:n_entries]
+def _lut_values(item: Dataset, ds: Dataset, sequence: str = "VOILUTSequence", path: str | None = None) -> tuple[np.ndarray, int, int]:
+    """LUT Descriptor (entries, first mapped value, bits) and LUT Data of a Modality / VOI LUT item.
+
+    Raises:
+        DicomReadError: a descriptor that is not three numbers (entries, first value, 1..16 bits), or
+            LUT Data that is missing, unreadable or empty; names the sequence.
+    """
+    try:
+        desc = [int(v) for v in item.LUTDescriptor]
+        if len(desc) != 3 or not 1 <= desc[2] <= 16:
+            raise ValueError
+        n_entries = desc[0] or 2**16
+        first = desc[1]
+        bits = desc[2]
+        elem = item["LUTData"]
+        if elem.VR == "OW" or isinstance(elem.value, (bytes, bytearray)):
+            little = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", UID("1.2.840.10008.1.2.1"))
+            endian = ">" if UID(str(little)) == pydicom.uid.ExplicitVRBigEndian else "<"
+            raw = bytes(elem.value)
+            data = np.frombuffer(raw[: len(raw) // 2 * 2], dtype=f"{endian}u2")
+        else:
+            data = np.asarray(_as_list(elem.value) if not isinstance(elem.value, int) else [elem.value], dtype=np.float64)
+        data = np.asarray(data, dtype=np.float64)[:n_entries]
+        if data.size == 0:
+            raise ValueError
+    except Exception:
+        raise DicomReadError("the LUT item has no usable LUT Descriptor (entries, first value, bits) and LUT Data",
+                             path=path, field=sequence) from None
     return data, first, bits
 
 
@@ -165,22 +211,48 @@ def _apply_lut(x: np.ndarray, lut: np.ndarray, first: int) -> np.ndarray:
     return lut[idx]
 
 
-def _modality_lut(arr: np.ndarray, ds: Dataset) -> tuple[np.ndarray, str]:
-    seq = ds.get("ModalityLUTSequence")
+def _rescale_value(ds: Dataset, keyword: str, path: str | None) -> float | None:
+    value = _attr(ds, keyword, "PixelValueTransformationSequence", path)
+    try:
+        numbers = _as_list(value)
+        if len(numbers) > 1:
+            raise ValueError
+    except (TypeError, ValueError, OverflowError):
+        raise DicomReadError(f"{keyword} is not one finite number", path=path, field=keyword) from None
+    return numbers[0] if numbers else None
+
+
+def _modality_lut(arr: np.ndarray, ds: Dataset, path: str | None = None) -> tuple[np.ndarray, str]:
+    """Apply the Modality LUT (PS3.3 C.11.1): the Modality LUT Sequence, or Rescale Slope / Intercept.
+
+    Raises:
+        DicomReadError: a LUT item or a rescale value that cannot be read, or a slope of 0 (it would
+            erase the image); names the attribute.
+    """
+    try:
+        seq = ds.get("ModalityLUTSequence")
+    except Exception:
+        raise DicomReadError("ModalityLUTSequence cannot be decoded", path=path, field="ModalityLUTSequence") from None
     if seq:
-        lut, first, _ = _lut_values(seq[0], ds)
+        lut, first, _ = _lut_values(seq[0], ds, "ModalityLUTSequence", path)
         return _apply_lut(arr, lut, first), "modality_lut_sequence"
-    slope = _attr(ds, "RescaleSlope", "PixelValueTransformationSequence")
-    intercept = _attr(ds, "RescaleIntercept", "PixelValueTransformationSequence")
+    slope = _rescale_value(ds, "RescaleSlope", path)
+    intercept = _rescale_value(ds, "RescaleIntercept", path)
     if slope is None and intercept is None:
         return arr.astype(np.float32, copy=False), "none"
-    s = float(slope) if slope is not None and str(slope) != "" else 1.0
-    b = float(intercept) if intercept is not None and str(intercept) != "" else 0.0
+    if slope == 0:
+        raise DicomReadError("RescaleSlope is 0: every pixel would map to the intercept", path=path, field="RescaleSlope")
+    s = slope if slope is not None else 1.0
+    b = intercept if intercept is not None else 0.0
     out = arr.astype(np.float32)
-    if s != 1.0:
-        out *= np.float32(s)
-    if b != 0.0:
-        out += np.float32(b)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if s != 1.0:
+            out *= np.float32(s)
+        if b != 0.0:
+            out += np.float32(b)
+    if not np.isfinite(out).all():
+        raise DicomReadError(f"RescaleSlope {s:g} / RescaleIntercept {b:g} map the stored values beyond float32",
+                             path=path, field="RescaleSlope" if abs(s) > 1 else "RescaleIntercept")
     return out, f"rescale(slope={s:g}, intercept={b:g})"
 
 
@@ -191,17 +263,24 @@ def _voi(
     fallback: str,
     percentiles: tuple[float, float],
     prefer_voi_lut: bool,
+    path: str | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     info: dict[str, Any] = {}
-    voi_seq = ds.get("VOILUTSequence")
-    wc_raw = _attr(ds, "WindowCenter", "FrameVOILUTSequence")
-    ww_raw = _attr(ds, "WindowWidth", "FrameVOILUTSequence")
-    centers, widths = _as_list(wc_raw), _as_list(ww_raw)
+    notes: list[str] = []
+    try:
+        voi_seq = ds.get("VOILUTSequence")
+    except Exception:
+        raise DicomReadError("VOILUTSequence cannot be decoded", path=path, field="VOILUTSequence") from None
+    centers = _optional_numbers(ds, "WindowCenter", "FrameVOILUTSequence", path, notes)
+    widths = _optional_numbers(ds, "WindowWidth", "FrameVOILUTSequence", path, notes)
+    if notes:  # an unreadable window is a display hint lost, not a wrong image: the fallback applies
+        info["voi_note"] = "; ".join(notes)
+        centers, widths = [], []
     n_windows = min(len(centers), len(widths))
     have_window = n_windows > 0
     if voi_seq and (prefer_voi_lut or not have_window):
         idx = voi_index if voi_index < len(voi_seq) else 0
-        lut, first, bits = _lut_values(voi_seq[idx], ds)
+        lut, first, bits = _lut_values(voi_seq[idx], ds, "VOILUTSequence", path)
         out = _apply_lut(x, lut, first) / float(2**bits - 1)
         info["voi"] = f"voi_lut_sequence[{idx}]"
         if idx != voi_index:
@@ -210,7 +289,10 @@ def _voi(
     if have_window:
         idx = voi_index if voi_index < n_windows else 0
         c, w = centers[idx], widths[idx]
-        function = str(_attr(ds, "VOILUTFunction", "FrameVOILUTSequence") or "LINEAR").strip().upper() or "LINEAR"
+        try:
+            function = str(_attr(ds, "VOILUTFunction", "FrameVOILUTSequence", path) or "LINEAR").strip().upper() or "LINEAR"
+        except DicomReadError:
+            function = "<unreadable>"
         if idx != voi_index:
             info["voi_note"] = f"voi_index {voi_index} not present ({n_windows} windows); used window 0"
         try:
@@ -236,18 +318,28 @@ def _voi(
     return out, info
 
 
-def _to_gray(arr: np.ndarray, ds: Dataset, policy: str, path: str | None) -> tuple[np.ndarray, str]:
-    photometric = str(ds.get("PhotometricInterpretation", "")).upper()
+def _to_gray(arr: np.ndarray, ds: Dataset, policy: str, path: str | None, bits_stored: int = 8) -> tuple[np.ndarray, str]:
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
+    if policy == "error":
+        raise DicomReadError(
+            f"colour image ({photometric}) and rgb_policy='error'", path=path, field="PhotometricInterpretation"
+        )
     if photometric == "PALETTE COLOR":
         try:
             from pydicom.pixels import apply_color_lut
         except ImportError:  # pydicom 2 (MONAI Label's environment)
             from pydicom.pixel_data_handlers.util import apply_color_lut
 
-        arr = apply_color_lut(arr, ds)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                arr = apply_color_lut(arr, ds)
+        except Exception as err:
+            raise DicomReadError(f"the palette cannot be applied ({type(err).__name__})", path=path,
+                                 field="RedPaletteColorLookupTableDescriptor") from None
         scale = float(np.iinfo(arr.dtype).max) if np.issubdtype(arr.dtype, np.integer) else 1.0
     else:
-        scale = float(2 ** int(ds.get("BitsStored", 8)) - 1)
+        scale = float(2**bits_stored - 1)
     if policy == "error":
         raise DicomReadError(
             f"colour image ({photometric}) and rgb_policy='error'", path=path, field="PhotometricInterpretation"
@@ -260,14 +352,14 @@ def _to_gray(arr: np.ndarray, ds: Dataset, policy: str, path: str | None) -> tup
     return np.clip(gray, 0.0, 1.0), f"{policy}({photometric})"
 
 
-def _spacing(ds: Dataset) -> tuple[tuple[float, float] | None, str | None]:
+def _spacing(ds: Dataset, path: str | None = None, notes: list[str] | None = None) -> tuple[tuple[float, float] | None, str | None]:
+    notes = [] if notes is None else notes
     for kw, fg in (
         ("PixelSpacing", "PixelMeasuresSequence"),
         ("ImagerPixelSpacing", None),
         ("NominalScannedPixelSpacing", None),
     ):
-        value = _attr(ds, kw, fg)
-        vals = _as_list(value) if value not in (None, "") else []
+        vals = _optional_numbers(ds, kw, fg, path, notes)
         if len(vals) == 2 and all(np.isfinite(vals)) and min(vals) > 0:
             return (vals[0], vals[1]), kw
     return None, None
@@ -291,6 +383,7 @@ def dicom_to_array(
     percentiles: Sequence[float] = (0.5, 99.5),
     rgb_policy: str = "luminance",
     prefer_voi_lut: bool = True,
+    max_pixels: int | None = MAX_PIXELS,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Apply the grayscale pipeline to an already-read dataset.
 
@@ -304,6 +397,8 @@ def dicom_to_array(
         rgb_policy: ``"luminance"``, ``"mean"`` or ``"error"`` for colour images.
         prefer_voi_lut: when both a VOI LUT Sequence and a window are present, apply the sequence
             (pydicom's default); otherwise the window.
+        max_pixels: the pixel budget (:data:`~monai_medunic.transforms.dicom_io.MAX_PIXELS`, 2**28): an object
+            whose header claims more pixels is refused before anything is allocated (``None``: no limit).
 
     Returns:
         ``(array, meta)``: float32 ``(C, H, W)`` in [0, 1] and a meta dict free of patient identifiers.
@@ -315,28 +410,23 @@ def dicom_to_array(
     """
     _check_options(voi_fallback, rgb_policy, percentiles)
     path = os.fspath(filename) if filename is not None else source_path(ds)
-    sop_class = UID(str(ds.get("SOPClassUID", ""))) if ds.get("SOPClassUID") else None
+    try:
+        sop_class = UID(header_value(ds, "SOPClassUID", path, kind=str) or "") or None
+    except DicomReadError:
+        sop_class = None
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
-        what = f"{sop_class.name} object" if sop_class is not None else f"{ds.get('Modality', 'unknown')} object"
+        try:
+            modality = header_value(ds, "Modality", path, kind=str) or "unknown"
+        except DicomReadError:
+            modality = "unknown"
+        what = f"{sop_class.name} object" if sop_class is not None else f"{modality} object"
         if sop_class is not None and str(sop_class).startswith(_STORAGE_PREFIX_SR):
             raise NotAnImageError(f"a {what} is not an image; expected an image", path=path, field="SOPClassUID")
         raise NotAnImageError(f"{what} without pixel data; expected an image", path=path, field="PixelData")
-    check_decoder(ds, path)
-    try:
-        stored = ds.pixel_array
-    except MissingDecoderError:
-        raise
-    except Exception as err:
-        raise DicomReadError(
-            scrub(f"cannot decode the pixel data ({type(err).__name__}: {err})", ds), path=path, field="PixelData"
-        ) from None
-    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
-    photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
-    color = samples > 1 or photometric == "PALETTE COLOR"
-    # normalise to (F, H, W[, 3])
-    if n_frames == 1:
-        stored = stored[np.newaxis]
+    header = check_pixel_header(ds, path, max_pixels)
+    stored = decode_pixels(ds, path, header)  # (F, H, W[, 3])
+    n_frames, photometric = header.frames, header.photometric
+    color = header.samples > 1 or photometric == "PALETTE COLOR"
     if frame is not None:
         if not -n_frames <= frame < n_frames:
             raise ConfigurationError(f"{path}: frame {frame} requested, the object has {n_frames} frame(s)")
@@ -345,43 +435,70 @@ def dicom_to_array(
         "photometric_interpretation": photometric,
         "frames": n_frames,
         "frame_index": frame,
-        "bits_stored": int(ds.get("BitsStored", 0) or 0),
+        "bits_stored": header.bits_stored,
     }
+    notes: list[str] = []
     if color:
-        img, how = _to_gray(stored, ds, rgb_policy, path)
+        img, how = _to_gray(stored, ds, rgb_policy, path, header.bits_stored)
         meta.update(modality_lut="none", voi="none", inverted=False, rgb_to_gray=how)
     else:
-        x, how = _modality_lut(stored, ds)
+        x, how = _modality_lut(stored, ds, path)
         meta["modality_lut"] = how
         img, voi_info = _voi(
-            x, ds, voi_index, voi_fallback, (float(percentiles[0]), float(percentiles[1])), prefer_voi_lut
+            x, ds, voi_index, voi_fallback, (float(percentiles[0]), float(percentiles[1])), prefer_voi_lut, path
         )
         meta.update(voi_info)
-        shape = str(ds.get("PresentationLUTShape", "") or "").strip().upper()
+        if "ignored" in voi_info.get("voi_note", ""):
+            notes.append(voi_info["voi_note"])
+        try:
+            shape = (header_value(ds, "PresentationLUTShape", path, kind=str) or "").upper()
+        except DicomReadError:
+            shape = ""
+            notes.append("PresentationLUTShape ignored: unreadable")
         invert = photometric == "MONOCHROME1" or shape == "INVERSE"
         if invert:
             img = np.subtract(np.float32(1.0), img, out=img) if img.dtype == np.float32 else 1.0 - img  # VOI output is a fresh array
         meta["inverted"] = invert
         meta["presentation_lut_shape"] = shape or None
-    spacing, spacing_src = _spacing(ds)
-    orientation = _attr(ds, "ImageOrientationPatient", "PlaneOrientationSequence")
-    patient_orientation = ds.get("PatientOrientation")
+    spacing, spacing_src = _spacing(ds, path, notes)
+    orientation = _optional_numbers(ds, "ImageOrientationPatient", "PlaneOrientationSequence", path, notes)
+    try:
+        patient_orientation = ds.get("PatientOrientation")
+        patient_orientation = [str(v) for v in patient_orientation] if patient_orientation else None
+    except Exception:
+        patient_orientation = None
+        notes.append("PatientOrientation ignored: unreadable")
     tsyntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     from monai_medunic.transforms.views import classify_view
+
+    try:
+        view = classify_view(ds)
+    except Exception:  # a garbled view attribute: the view is unknown, not an error of the image
+        view = "unknown"
+        notes.append("view attributes unreadable: view 'unknown'")
+    if notes:
+        meta["header_notes"] = notes
+        logger.warning("%s: %s", os.path.basename(path or "dataset"), "; ".join(notes))
+
+    def text(keyword: str) -> str | None:
+        try:
+            return header_value(ds, keyword, path, kind=str) or None
+        except DicomReadError:
+            return None
 
     meta.update(
         {
             "filename_or_obj": path,
             "pixel_spacing": spacing,
             "spacing_source": spacing_src,
-            "image_orientation_patient": [float(v) for v in orientation] if orientation else None,
-            "patient_orientation": [str(v) for v in patient_orientation] if patient_orientation else None,
-            "modality": str(ds.get("Modality", "")) or None,
-            "view": classify_view(ds),
+            "image_orientation_patient": orientation if len(orientation) == 6 else None,
+            "patient_orientation": patient_orientation,
+            "modality": text("Modality"),
+            "view": view,
             "sop_class_uid": str(sop_class) if sop_class else None,
-            "sop_instance_uid": str(ds.get("SOPInstanceUID", "")) or None,
-            "study_instance_uid": str(ds.get("StudyInstanceUID", "")) or None,
-            "series_instance_uid": str(ds.get("SeriesInstanceUID", "")) or None,
+            "sop_instance_uid": text("SOPInstanceUID"),
+            "study_instance_uid": text("StudyInstanceUID"),
+            "series_instance_uid": text("SeriesInstanceUID"),
             "transfer_syntax_uid": str(tsyntax) if tsyntax else None,
             "spatial_shape": tuple(int(s) for s in img.shape[1:3]),
             "original_channel_dim": 0,
@@ -479,6 +596,7 @@ class LoadDicomImage(Transform):
         percentiles: the percentiles of the ``"percentile"`` fallback.
         rgb_policy: ``"luminance"`` / ``"mean"`` / ``"error"`` for colour images.
         prefer_voi_lut: apply a VOI LUT Sequence rather than a window when both are present.
+        max_pixels: the pixel budget (2**28 by default): larger objects are refused before decoding.
 
     Raises:
         DicomReadError, MissingDecoderError, NotAnImageError: bad input, naming the file.
@@ -492,9 +610,11 @@ class LoadDicomImage(Transform):
         percentiles: Sequence[float] = (0.5, 99.5),
         rgb_policy: str = "luminance",
         prefer_voi_lut: bool = True,
+        max_pixels: int | None = MAX_PIXELS,
     ) -> None:
         self.reader = GrayscaleDicomReader(frame=frame, voi_index=voi_index, voi_fallback=voi_fallback,
-                                           percentiles=tuple(percentiles), rgb_policy=rgb_policy, prefer_voi_lut=prefer_voi_lut)
+                                           percentiles=tuple(percentiles), rgb_policy=rgb_policy, prefer_voi_lut=prefer_voi_lut,
+                                           max_pixels=max_pixels)
 
     def __call__(self, data: str | os.PathLike | Dataset) -> MetaTensor:  # type: ignore[override]
         if not isinstance(data, (str, os.PathLike, Dataset)):

@@ -35,8 +35,10 @@ import torch
 from monai.config import KeysCollection
 from monai.data import ImageReader, MetaTensor, NibabelReader
 from monai.transforms import MapTransform, ScaleIntensityRange, ScaleIntensityRanged, Transform
+from pydicom.multival import MultiValue
 
 from monai_medunic.errors import ConfigurationError, DicomReadError, VolumeReadError
+from monai_medunic.transforms.dicom_io import MAX_PIXELS
 
 __all__ = [
     "HU_WINDOW_PRESETS",
@@ -84,16 +86,51 @@ def _series_files(source: str | os.PathLike | Sequence[str | os.PathLike]) -> tu
     return files, False, os.path.dirname(files[0]) or "."
 
 
+def _numbers(f: str, ds: Any, keyword: str, count: int | None) -> tuple[float, ...] | None:
+    """A numeric multi-valued attribute of a slice (``None`` when absent).
+
+    Raises:
+        VolumeReadError: unreadable, not finite, or not ``count`` values; names the file and the attribute.
+    """
+    try:
+        value = ds.get(keyword)
+        if value is None or value == "":
+            return None
+        values = list(value) if isinstance(value, (list, tuple, MultiValue)) else [value]
+        out = tuple(float(v) for v in values)
+        if (count is not None and len(out) != count) or not all(np.isfinite(out)):
+            raise ValueError
+    except Exception:
+        raise VolumeReadError(f"{keyword} is not {count or 'a list of'} finite number(s)", path=f, field=keyword) from None
+    return out
+
+
+def _int_value(f: str, ds: Any, keyword: str, default: int) -> int:
+    from monai_medunic.transforms.dicom_io import header_value
+
+    try:
+        return header_value(ds, keyword, f, default=default)
+    except DicomReadError as err:
+        raise VolumeReadError(err.reason, path=f, field=keyword) from None
+
+
+def slice_uid(ds: Any, keyword: str) -> str | None:
+    try:
+        return str(ds.get(keyword, "") or "").strip() or None
+    except Exception:
+        return None
+
+
 def _check_series_geometry(slices: list[tuple[str, Any]], where: str, position: Any, normal: np.ndarray) -> None:
     """A volume needs one orientation, one pixel spacing, and evenly spaced, distinct slice positions."""
-    orientations = {tuple(round(float(v), 4) for v in ds.get("ImageOrientationPatient", ())) for _, ds in slices}
+    orientations = {tuple(round(v, 4) for v in (_numbers(f, ds, "ImageOrientationPatient", 6) or ())) for f, ds in slices}
     if len(orientations) > 1:
         raise VolumeReadError(f"the series mixes {len(orientations)} slice orientations", path=where, field="ImageOrientationPatient")
-    spacings = {tuple(round(float(v), 4) for v in ds.get("PixelSpacing", ())) for _, ds in slices}
+    spacings = {tuple(round(v, 4) for v in (_numbers(f, ds, "PixelSpacing", 2) or ())) for f, ds in slices}
     if len(spacings) > 1:
         raise VolumeReadError(f"the slices have different pixel spacings {sorted(spacings)}", path=where, field="PixelSpacing")
     if position is None:
-        numbers = [int(ds.get("InstanceNumber", 0) or 0) for _, ds in slices]
+        numbers = [_int_value(f, ds, "InstanceNumber", 0) for f, ds in slices]
         if len(set(numbers)) < len(numbers):
             raise VolumeReadError("duplicated slices: the same InstanceNumber occurs twice", path=where, field="InstanceNumber")
         return
@@ -116,6 +153,7 @@ def _check_series_geometry(slices: list[tuple[str, Any]], where: str, position: 
 def read_dicom_series(
     source: str | os.PathLike | Sequence[str | os.PathLike],
     series_uid: str | None = None,
+    max_pixels: int | None = MAX_PIXELS,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Read one DICOM series as ``(X, Y, Z)`` float32 in scanner units (HU for CT), RAS affine, meta.
 
@@ -123,13 +161,16 @@ def read_dicom_series(
         source: a folder (searched recursively; non-DICOM files are skipped and counted) or a list of
             files (each must be DICOM).
         series_uid: the series to read when the source holds several.
+        max_pixels: the voxel budget of the volume, checked on the headers before any slice is decoded
+            (default :data:`~monai_medunic.transforms.dicom_io.MAX_PIXELS`; 2**28 holds 1000 slices of 512 x 512;
+            ``None``: no limit).
 
     Raises:
         VolumeReadError: no DICOM image, several series and no ``series_uid``, inconsistent slices.
         DicomReadError: a listed file is not DICOM or cannot be decoded.
     """
     from monai_medunic.transforms.dicom import _modality_lut
-    from monai_medunic.transforms.dicom_io import check_decoder, read_dicom, scrub
+    from monai_medunic.transforms.dicom_io import check_pixel_header, decode_pixels, read_dicom
 
     files, is_folder, where = _series_files(source)
     skipped: Counter[str] = Counter()
@@ -147,7 +188,14 @@ def read_dicom_series(
                 raise VolumeReadError("not an image slice (no Rows/Columns)", path=f, field="PixelData")
             skipped["not_an_image"] += 1
             continue
-        by_series[str(ds.get("SeriesInstanceUID", ""))].append((f, ds))
+        try:
+            uid = str(ds.get("SeriesInstanceUID", "") or "").strip()
+        except Exception:
+            uid = ""
+        if not uid:
+            raise VolumeReadError("the slice has no readable SeriesInstanceUID, so its series is unknown", path=f,
+                                  field="SeriesInstanceUID")
+        by_series[uid].append((f, ds))
     if skipped:
         logger.info("read_dicom_series %s: skipped %s", where, dict(skipped))
     if not by_series:
@@ -158,60 +206,69 @@ def read_dicom_series(
         slices = by_series[series_uid]
     elif len(by_series) > 1:
         raise VolumeReadError(
-            f"{len(by_series)} series found ({sorted(by_series)}); pass series_uid to choose one", path=where
+            f"{len(by_series)} series found ({sorted(by_series)}); pass series_uid to choose one", path=where,
+            field="SeriesInstanceUID",
         )
     else:
         slices = next(iter(by_series.values()))
 
-    first = slices[0][1]
-    iop = first.get("ImageOrientationPatient")
-    if iop is not None and len(iop) == 6:
-        row_dir = np.asarray([float(v) for v in iop[:3]])
-        col_dir = np.asarray([float(v) for v in iop[3:]])
+    first_file, first = slices[0]
+    iop = _numbers(first_file, first, "ImageOrientationPatient", 6)
+    if iop is not None:
+        row_dir = np.asarray(iop[:3])
+        col_dir = np.asarray(iop[3:])
     else:
         row_dir, col_dir = np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])
     normal = np.cross(row_dir, col_dir)
+    if not np.linalg.norm(normal) > 1e-3:
+        raise VolumeReadError("ImageOrientationPatient's row and column directions are parallel or zero", path=first_file,
+                              field="ImageOrientationPatient")
+    positions = {f: _numbers(f, ds, "ImagePositionPatient", 3) for f, ds in slices}
+
+    by_id = {id(ds): positions[f] for f, ds in slices}
 
     def position(ds: Any) -> np.ndarray | None:
-        ipp = ds.get("ImagePositionPatient")
-        return np.asarray([float(v) for v in ipp]) if ipp is not None and len(ipp) == 3 else None
+        return np.asarray(by_id[id(ds)]) if by_id[id(ds)] is not None else None
 
-    have_pos = all(position(ds) is not None for _, ds in slices)
+    have_pos = all(p is not None for p in positions.values())
     if have_pos:
-        slices.sort(key=lambda fd: float(np.dot(position(fd[1]), normal)))
+        slices.sort(key=lambda fd: float(np.dot(positions[fd[0]], normal)))
         sort_key = "ImagePositionPatient"
     else:
-        slices.sort(key=lambda fd: int(fd[1].get("InstanceNumber", 0) or 0))
+        slices.sort(key=lambda fd: _int_value(fd[0], fd[1], "InstanceNumber", 0))
         sort_key = "InstanceNumber"
 
     _check_series_geometry(slices, where, position if have_pos else None, normal)
-    shape = (int(first.Rows), int(first.Columns))
+    headers = [check_pixel_header(ds, f, None) for f, ds in slices]
+    shape = (headers[0].rows, headers[0].columns)
+    total = shape[0] * shape[1] * len(slices)
+    if max_pixels is not None and total > max_pixels:
+        raise VolumeReadError(f"{len(slices)} slices of {shape[0]} x {shape[1]} = {total:,} voxels, above the pixel budget of "
+                              f"{max_pixels:,} (pass max_pixels to read larger volumes)", path=where, field="Rows")
     planes = []
-    for f, _ in slices:
+    for (f, _), h in zip(slices, headers):
+        if (h.rows, h.columns) != shape:
+            raise VolumeReadError(f"slice size {(h.rows, h.columns)} differs from {shape}", path=f, field="Rows")
+        if h.frames != 1 or h.samples != 1:
+            raise VolumeReadError(f"expected one grayscale frame per file, the header has {h.frames} frame(s) of "
+                                  f"{h.samples} sample(s)", path=f, field="NumberOfFrames" if h.frames != 1 else "SamplesPerPixel")
         ds = read_dicom(f)
-        if (int(ds.Rows), int(ds.Columns)) != shape:
-            raise VolumeReadError(f"slice size {(int(ds.Rows), int(ds.Columns))} differs from {shape}", path=f, field="Rows")
-        check_decoder(ds, f)
-        try:
-            stored = ds.pixel_array
-        except Exception as err:
-            raise DicomReadError(
-                scrub(f"cannot decode the pixel data ({type(err).__name__}: {err})", ds), path=f, field="PixelData"
-            ) from None
-        if stored.ndim != 2:
-            raise VolumeReadError(f"expected one grayscale frame per file, got shape {stored.shape}", path=f)
-        values, _ = _modality_lut(stored, ds)
+        header = check_pixel_header(ds, f, None)
+        if (header.rows, header.columns) != shape:
+            raise VolumeReadError(f"slice size {(header.rows, header.columns)} differs from {shape}", path=f, field="Rows")
+        stored = decode_pixels(ds, f, header)[0]
+        values, _ = _modality_lut(stored, ds, f)
         planes.append(values.astype(np.float32))
     vol = np.stack(planes, axis=0)  # (Z, rows, cols)
     vol = np.ascontiguousarray(np.transpose(vol, (2, 1, 0)))  # (X=cols, Y=rows, Z)
 
-    ps = first.get("PixelSpacing")
-    row_spacing, col_spacing = (float(ps[0]), float(ps[1])) if ps is not None and len(ps) == 2 else (1.0, 1.0)
+    ps = _numbers(first_file, first, "PixelSpacing", 2)
+    row_spacing, col_spacing = ps if ps is not None and min(ps) > 0 else (1.0, 1.0)
     if have_pos and len(slices) > 1:
         p0, p1 = position(slices[0][1]), position(slices[-1][1])
         step = (p1 - p0) / (len(slices) - 1)
     else:
-        thickness = float(first.get("SliceThickness", 1.0) or 1.0)
+        thickness = (_numbers(first_file, first, "SliceThickness", 1) or (1.0,))[0] or 1.0
         step = normal * thickness
     origin = position(slices[0][1]) if have_pos else np.zeros(3)
     affine_lps = np.eye(4)
@@ -221,7 +278,10 @@ def read_dicom_series(
     affine_lps[:3, 3] = origin
     affine = _LPS_TO_RAS @ affine_lps
     spacing = (col_spacing, row_spacing, float(np.linalg.norm(step)))
-    modality = str(first.get("Modality", "")) or None
+    try:
+        modality = str(first.get("Modality", "") or "").strip() or None
+    except Exception:
+        modality = None
     meta = {
         "filename_or_obj": where,
         "space": "RAS",
@@ -230,8 +290,8 @@ def read_dicom_series(
         "unit": "HU" if modality == "CT" else "modality units",
         "num_slices": len(slices),
         "sort_key": sort_key,
-        "series_instance_uid": str(first.get("SeriesInstanceUID", "")) or None,
-        "study_instance_uid": str(first.get("StudyInstanceUID", "")) or None,
+        "series_instance_uid": slice_uid(first, "SeriesInstanceUID"),
+        "study_instance_uid": slice_uid(first, "StudyInstanceUID"),
         "skipped_files": dict(skipped),
         "spatial_shape": vol.shape,
         "original_channel_dim": "no_channel",

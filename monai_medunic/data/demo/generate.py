@@ -417,6 +417,8 @@ def generate_demo_dataset(
         if unknown:
             raise ConfigurationError(f"unknown findings in ct_prevalence: {sorted(unknown)}; known: {CT_FINDINGS}")
     out = os.fspath(out_dir)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ConfigurationError(f"{out}: the output path exists and is not a folder")
     if os.path.isdir(out) and os.listdir(out):
         if not overwrite:
             raise ConfigurationError(f"{out} is not empty; pass overwrite=True (--overwrite) to replace it")
