@@ -28,6 +28,7 @@ __all__ = [
     "CheckpointError",
     "EncoderWeightsError",
     "NonFiniteLossError",
+    "OutputWriteError",
     "TranslationMissingError",
     "MetricInputError",
     "VolumeReadError",
@@ -154,6 +155,18 @@ class MissingOutputError(ConfigurationError):
         msg = (f"objective term '{term}' reads '{key}', which the network cannot produce with its inputs and the batch "
                f"does not hold (available: {self.available})")
         super().__init__(f"{msg}; {hint}" if hint else msg)
+
+
+class OutputWriteError(MedUniCError, OSError):
+    """An output (checkpoint, DICOM SR, vocabulary, report) cannot be written: the disk is full, over its
+    quota or read-only. ``path`` names what was being written; the writers leave earlier files as they
+    were (they write a temporary file and rename it only when it is complete)."""
+
+    def __init__(self, message: str, path: str | os.PathLike | None = None, errno: int | None = None) -> None:
+        self.path = os.fspath(path) if path is not None else None
+        self.reason = message
+        super().__init__(f"{self.path}: {message}" if self.path is not None else message)
+        self.errno = errno
 
 
 class NonFiniteLossError(MedUniCError, FloatingPointError):

@@ -92,11 +92,11 @@ class StudyFindings:
 def write_json_result(result: StudyFindings, path: str | os.PathLike, sr_path: str | os.PathLike | None = None) -> Path:
     """Write ``result`` as UTF-8 JSON (atomically), optionally naming the SR file written next to it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = result.as_dict()
     if sr_path is not None:
         data["sr_file"] = Path(sr_path).name
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, path)
+    from monai_medunic.text.io_utils import atomic_file
+
+    with atomic_file(path, "JSON result") as tmp:
+        Path(tmp).write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
     return path

@@ -97,7 +97,7 @@ SR_LANGUAGES: dict[str, dict[str, str]] = {
             "investigación {algorithm} {version} con indicaciones en {language}. No es un diagnóstico: "
             "solo para investigación; debe revisarlo un radiólogo."
         ),
-        "series_description": "IA hallazgos RX tórax zero-shot - investigación, no diagnóstico",
+        "series_description": "IA hallazgos tórax zero-shot - investigación, no diagnóstico",
         "language_name": "español",
     },
 }
@@ -125,6 +125,18 @@ _EVIDENCE_KEYWORDS = (
     "SamplesPerPixel",
     "PixelRepresentation",
 )
+
+
+# Patient attributes the SR copies as empty values: the Patient Module requires them (type 2) but the
+# study is identified without them (Study Instance UID, Patient ID and Name file the SR in the PACS);
+# an output keeps no more patient identity than the standard requires.
+_EMPTIED_IDENTIFIERS = ("PatientBirthDate",)
+
+
+def _fit_lo(text: str, limit: int = 64) -> str:
+    """``text`` cut to the LO limit of 64, counted in bytes of its UTF-8 encoding (what validators such
+    as dciodvfy count), on a character boundary."""
+    return text.encode("utf-8")[:limit].decode("utf-8", "ignore")
 
 
 def _words(language: str) -> dict[str, str]:
@@ -159,7 +171,9 @@ def _evidence(source: Dataset) -> Dataset:
             raise DataError("the source image lacks an attribute the SR must reference", field=required)
     ev = Dataset()
     for kw in _EVIDENCE_KEYWORDS:
-        if kw in source:
+        if kw in _EMPTIED_IDENTIFIERS:
+            setattr(ev, kw, "")
+        elif kw in source:
             setattr(ev, kw, copy.deepcopy(source[kw].value))
         elif kw in _EVIDENCE_KEYWORDS[1:11] or kw == "Modality":
             setattr(ev, kw, "")
@@ -264,7 +278,7 @@ def build_findings_sr(
         is_complete=True,
         is_final=False,
         is_verified=False,
-        series_description=words["series_description"][:64],
+        series_description=_fit_lo(words["series_description"]),
         manufacturer_model_name="cxr_findings",
         software_versions=software_version or f"monai-medunic {__version__}",
         content_qualification="RESEARCH",
@@ -281,12 +295,16 @@ def build_findings_sr(
 
 
 def write_findings_sr(sr: Dataset, path: str | os.PathLike) -> Path:
-    """Save ``sr`` as a DICOM Part 10 file (written to a temporary name, then renamed)."""
+    """Save ``sr`` as a DICOM Part 10 file (written to a temporary name, then renamed).
+
+    Raises:
+        OutputWriteError: the disk is full or read-only; an earlier SR at ``path`` is left as it was.
+    """
+    from monai_medunic.text.io_utils import atomic_file
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    sr.save_as(tmp, enforce_file_format=True)
-    os.replace(tmp, path)
+    with atomic_file(path, "DICOM SR") as tmp:
+        sr.save_as(tmp, enforce_file_format=True)
     return path
 
 

@@ -10,6 +10,7 @@ step (the fp16 gradient scaler).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -39,6 +40,7 @@ logger = logging.getLogger(__name__)
 
 
 _STEP_RE = re.compile(r"_(\d+)\.pt$")
+_TEMP_RE = re.compile(r"^tmp[a-z0-9_]{8}$")  # tempfile.NamedTemporaryFile(dir=save_dir), as ignite's DiskSaver makes it
 
 
 def engine_training_state(engine: Engine) -> dict[str, Any]:
@@ -63,13 +65,42 @@ def latest_checkpoint(save_dir: str | os.PathLike, prefix: str = "checkpoint") -
     return max(found)[1] if found else None
 
 
+class _KeepUntilSavedDiskSaver(DiskSaver):
+    """ignite's atomic :class:`~ignite.handlers.DiskSaver`, removing the checkpoints ignite retires only
+    after the new one is complete.
+
+    ignite's ``Checkpoint`` removes the oldest of its ``n_saved`` files *before* it writes the new one, so
+    while a checkpoint is written only ``n_saved - 1`` complete ones exist (none with ``n_saved=1``): a
+    kill or a full disk at that moment loses one. Here the removal waits for the rename of the new file;
+    when the write fails, the old file stays.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._retired: list[str] = []
+
+    def remove(self, filename: str) -> None:
+        self._retired.append(filename)
+
+    def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
+        super().__call__(checkpoint, filename, metadata)
+        retired, self._retired = self._retired, []
+        for old in retired:
+            if old != filename and (self.dirname / old).exists():
+                super().remove(old)
+
+
 class AtomicCheckpointSaver:
     """Save the training state (model, optimizer, scheduler, trainer, ...) every N epochs and/or N
     iterations, and at completion, with ignite's :class:`~ignite.handlers.Checkpoint`.
 
     Files are written atomically (ignite's ``DiskSaver(atomic=True)``: a temporary file, then a
     rename), so a run killed while saving never leaves a truncated checkpoint; MONAI's
-    ``CheckpointSaver`` saves with ``atomic=False``. Files are named ``checkpoint_<iteration>.pt``.
+    ``CheckpointSaver`` saves with ``atomic=False``. The checkpoint that a new one replaces (beyond
+    ``n_saved``) is removed only after the new one is complete, so ``n_saved`` complete checkpoints exist
+    at every moment (ignite removes first, then writes). Files are named ``checkpoint_<iteration>.pt``.
+    A full disk stops training with :class:`~monai_medunic.errors.OutputWriteError` naming the
+    checkpoint; the earlier checkpoints are left complete and loadable.
 
     Args:
         save_dir: output folder.
@@ -110,9 +141,15 @@ class AtomicCheckpointSaver:
 
     def _build(self, engine: Engine) -> None:
         if self._checkpoint is None:
+            # a run killed while saving leaves the temporary file of that write (ignite's NamedTemporaryFile)
+            for stale in sorted(Path(self.save_dir).iterdir()):
+                if _TEMP_RE.match(stale.name) and stale.is_file():
+                    logger.info("removing %s, the unfinished write of a run that was stopped while saving", stale.name)
+                    with contextlib.suppress(OSError):
+                        stale.unlink()
             self._checkpoint = Checkpoint(
                 {**self.save_dict, **engine_training_state(engine)},
-                DiskSaver(self.save_dir, require_empty=False, atomic=True),
+                _KeepUntilSavedDiskSaver(self.save_dir, require_empty=False, atomic=True),
                 filename_prefix="",
                 n_saved=self.n_saved,
                 global_step_transform=lambda eng, _: eng.state.iteration,
@@ -120,13 +157,32 @@ class AtomicCheckpointSaver:
 
     def _save(self, engine: Engine) -> None:
         self._build(engine)
-        self._checkpoint(engine)
+        self._write(engine)
 
     def _final(self, engine: Engine) -> None:
         self._build(engine)
         last = self._checkpoint.last_checkpoint
         if last is None or not str(last).endswith(f"_{engine.state.iteration}.pt"):
+            self._write(engine)
+
+    def _write(self, engine: Engine) -> None:
+        """Save; a full disk (or quota, or a read-only file system) raises :class:`~monai_medunic.errors.OutputWriteError`
+        naming the checkpoint, after removing the failed write's temporary file: the earlier checkpoints stay
+        as they were (ignite removes an old one only after the new one is complete)."""
+        from monai_medunic.text.io_utils import is_disk_error, output_write_error
+
+        before = set(os.listdir(self.save_dir))
+        try:
             self._checkpoint(engine)
+        except Exception as err:
+            if not (isinstance(err, OSError) or is_disk_error(err)):
+                raise
+            for name in set(os.listdir(self.save_dir)) - before:
+                if not _STEP_RE.search(name):  # the temporary file of the write that failed
+                    with contextlib.suppress(OSError):
+                        os.remove(os.path.join(self.save_dir, name))
+            target = os.path.join(self.save_dir, f"checkpoint_{engine.state.iteration}.pt")
+            raise output_write_error(err, target, "checkpoint") from None
 
 
 class ResumeFromLatestCheckpoint:
