@@ -73,6 +73,7 @@ class FreezeBatchNormStatistics(WarmupPhase):
         normalize_with: ``"running"`` (default): frozen layers normalise with the frozen statistics,
             as in eval mode; ``"batch"``: they normalise with batch statistics but do not update the
             running ones.
+        enabled: ``False`` attaches nothing (a config switch, e.g. the "naive SimCLR" ablation).
 
     Raises:
         ConfigurationError: both warm-ups given, a negative warm-up, an unknown ``normalize_with``,
@@ -88,6 +89,7 @@ class FreezeBatchNormStatistics(WarmupPhase):
         warmup_epochs: int | None = None,
         submodule: str | None = None,
         normalize_with: str = "running",
+        enabled: bool = True,
     ) -> None:
         super().__init__(warmup_iterations, warmup_epochs)
         if normalize_with not in NORMALIZE_WITH:
@@ -95,6 +97,7 @@ class FreezeBatchNormStatistics(WarmupPhase):
         self.network = network
         self.submodule = submodule
         self.normalize_with = normalize_with
+        self.enabled = bool(enabled)
         self._target()  # fail at construction on an unknown sub-module
         self._handles: list[RemovableHandle] = []
         self._frozen: list[_BatchNorm] = []
@@ -116,6 +119,9 @@ class FreezeBatchNormStatistics(WarmupPhase):
         return bool(self._frozen)
 
     def attach(self, engine: Engine) -> None:
+        if not self.enabled:
+            logger.info("FreezeBatchNormStatistics is disabled: the BatchNorm statistics keep updating")
+            return
         engine.add_event_handler(Events.ITERATION_STARTED, self)
 
     def warmup_over(self, engine: Engine) -> bool:

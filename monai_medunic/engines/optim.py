@@ -11,7 +11,23 @@ from torch import nn
 
 from monai_medunic.errors import ConfigurationError
 
-__all__ = ["trainable_parameters", "parameter_groups", "warmup_cosine_schedule", "linear_warmup_schedule"]
+__all__ = ["trainable_parameters", "parameter_groups", "encoder_head_param_groups", "warmup_cosine_schedule",
+           "linear_warmup_schedule"]
+
+
+def _unwrap(module: nn.Module) -> nn.Module:
+    return module.module if isinstance(module, nn.parallel.DistributedDataParallel) else module
+
+
+def _named_trainable(modules: Sequence[nn.Module | None], seen: set[int]) -> list[tuple[str, nn.Parameter]]:
+    """The trainable parameters of ``modules`` not in ``seen`` (ids; updated), each once, with their names."""
+    out = []
+    for m in modules:
+        for name, p in m.named_parameters() if m is not None else ():
+            if p.requires_grad and id(p) not in seen:
+                seen.add(id(p))
+                out.append((name, p))
+    return out
 
 
 def trainable_parameters(network: nn.Module, objective: nn.Module | None = None) -> list[nn.Parameter]:
@@ -24,13 +40,7 @@ def trainable_parameters(network: nn.Module, objective: nn.Module | None = None)
     Raises:
         ConfigurationError: no parameter is trainable.
     """
-    seen: set[int] = set()
-    params = []
-    for module in (network, objective):
-        for p in module.parameters() if module is not None else ():
-            if p.requires_grad and id(p) not in seen:
-                seen.add(id(p))
-                params.append(p)
+    params = [p for _, p in _named_trainable((network, objective), set())]
     if not params:
         raise ConfigurationError("no trainable parameter: every parameter is frozen")
     return params
@@ -39,17 +49,68 @@ def trainable_parameters(network: nn.Module, objective: nn.Module | None = None)
 def parameter_groups(module: nn.Module, weight_decay: float = 0.01, objective: nn.Module | None = None) -> list[dict[str, Any]]:
     """AdamW parameter groups of the trainable parameters of ``module`` (and of ``objective``): no
     weight decay on biases, norm weights and scalars (BERT's convention), ``weight_decay`` on the rest."""
-    decay, no_decay = [], []
-    seen: set[int] = set()
-    for m in (module, objective):
-        for name, p in m.named_parameters() if m is not None else ():
-            if not p.requires_grad or id(p) in seen:
-                continue
-            seen.add(id(p))
-            (no_decay if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
-    if not decay and not no_decay:
+    named = _named_trainable((module, objective), set())
+    if not named:
         raise ConfigurationError("the model has no trainable parameter (every layer is frozen)")
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return _decay_groups(named, weight_decay)
+
+
+def _decay_groups(named: list[tuple[str, nn.Parameter]], weight_decay: float, **extra: Any) -> list[dict[str, Any]]:
+    decay = [p for n, p in named if not (p.ndim < 2 or "LayerNorm" in n or "layer_norm" in n)]
+    no_decay = [p for n, p in named if p.ndim < 2 or "LayerNorm" in n or "layer_norm" in n]
+    return [{"params": decay, "weight_decay": weight_decay, **extra}, {"params": no_decay, "weight_decay": 0.0, **extra}]
+
+
+def encoder_head_param_groups(
+    network: nn.Module,
+    encoder_lr: float = 5e-5,
+    head_lr: float = 5e-4,
+    encoders: Sequence[str] = ("image_encoder", "text_encoder"),
+    objective: nn.Module | None = None,
+    weight_decay: float = 0.0,
+) -> list[dict[str, Any]]:
+    """Optimizer parameter groups: the pre-trained encoders at ``encoder_lr``, everything else (fusion,
+    question tokens, classifier, and the trainable parameters of ``objective``) at ``head_lr``.
+
+    Uni-Mlip Sec. 4.2 (VQA): "the vision and text encoders [...] trained with a learning rate of 5e-5.
+    Meanwhile, the fusion and classification modules are randomly initialized and trained with a higher
+    rate of 5e-4." Frozen parameters (``requires_grad=False``) are left out; a parameter shared between
+    modules is listed once. Within each part, :func:`parameter_groups`' weight-decay split applies
+    (``weight_decay`` on weights, none on biases, norms and scalars). Groups carry a ``name``
+    (``"encoders"``, ``"encoders_no_decay"``, ``"head"``, ``"head_no_decay"``); empty groups are dropped.
+    In a bundle config: ``"params": {"_target_": "monai_medunic.engines.optim.encoder_head_param_groups",
+    "network": "@network"}``.
+
+    Args:
+        network: the VQA model (DDP-wrapped or not).
+        encoder_lr, head_lr: the two learning rates.
+        encoders: dotted sub-module paths of the encoders in ``network``.
+        objective: a loss module with trainable parameters, put in the head group.
+        weight_decay: of the weights of both parts.
+
+    Raises:
+        ConfigurationError: a negative rate, an encoder path the network does not have, or no
+            trainable parameter at all.
+    """
+    if encoder_lr < 0 or head_lr < 0:
+        raise ConfigurationError(f"learning rates must be >= 0, got encoder_lr={encoder_lr}, head_lr={head_lr}")
+    net = _unwrap(network)
+    modules = []
+    for path in encoders:
+        try:
+            modules.append(net.get_submodule(path))
+        except AttributeError as err:
+            children = [n for n, _ in net.named_children()]
+            raise ConfigurationError(f"the network has no encoder '{path}'; its sub-modules are {children}") from err
+    seen: set[int] = set()
+    enc = _decay_groups(_named_trainable(modules, seen), weight_decay, lr=float(encoder_lr))
+    head = _decay_groups(_named_trainable((net, objective), seen), weight_decay, lr=float(head_lr))
+    for g, name in zip(enc + head, ("encoders", "encoders_no_decay", "head", "head_no_decay")):
+        g["name"] = name
+    groups = [g for g in enc + head if g["params"]]
+    if not groups:
+        raise ConfigurationError("no trainable parameter: every parameter of the network is frozen")
+    return groups
 
 
 def _iterations(max_epochs: int, steps_per_epoch: int | Sized) -> int:

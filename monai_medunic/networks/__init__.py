@@ -9,7 +9,7 @@ from monai_medunic.networks.unified_vit import UnifiedViT, available_unified_vit
 from monai_medunic.networks.unimedi import UniMedI, select_slices
 from monai_medunic.networks.perturbation import DropBlock, ImageFeaturePerturbation, TextFeaturePerturbation
 from monai_medunic.networks.fusion import FusedMaskedLM, FusionTransformer
-from monai_medunic.networks.vqa import VQAHead, encoder_head_param_groups
+from monai_medunic.networks.vqa import VQAHead, VQAModel
 from monai_medunic.networks.unimlip import UniMlip
 
 __all__ = [
@@ -23,6 +23,6 @@ __all__ = [
     "available_image_encoders",
     "find_transformer_layers",
     "UnifiedViT", "available_unified_vits", "UniMedI", "select_slices", "DistillationHead", "attention_guided_mask",
-    "DropBlock", "ImageFeaturePerturbation", "TextFeaturePerturbation", "FusionTransformer", "FusedMaskedLM", "VQAHead", "encoder_head_param_groups",
+    "DropBlock", "ImageFeaturePerturbation", "TextFeaturePerturbation", "FusionTransformer", "FusedMaskedLM", "VQAHead", "VQAModel",
     "UniMlip",
 ]

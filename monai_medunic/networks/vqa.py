@@ -7,13 +7,12 @@ are initialized with our pre-trained models and then trained with a learning rat
 the fusion and classification modules are randomly initialized and trained with a higher rate of 5e-4."
 
 :class:`VQAHead` is the fusion and classification part, fed with the encoders' ``tokens``; answers are
-the classes of a :class:`monai_medunic.text.answers.AnswerVocabulary`. :func:`encoder_head_param_groups`
-gives the optimizer the two learning rates.
+the classes of a :class:`monai_medunic.text.answers.AnswerVocabulary`. :class:`VQAModel` assembles it
+with the two pre-trained encoders (of any method's network: ``image_encoder`` and ``text_encoder``).
+:func:`monai_medunic.engines.optim.encoder_head_param_groups` gives the optimizer the two learning rates.
 """
 
 from __future__ import annotations
-
-from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -21,7 +20,7 @@ from torch import nn
 from monai_medunic.errors import ConfigurationError, ShapeMismatchError
 from monai_medunic.networks.fusion import FusionTransformer
 
-__all__ = ["VQAHead", "encoder_head_param_groups"]
+__all__ = ["VQAHead", "VQAModel"]
 
 
 class VQAHead(nn.Module):
@@ -97,58 +96,52 @@ class VQAHead(nn.Module):
         return {"vqa_logits": self.classifier(pooled)}
 
 
-def encoder_head_param_groups(
-    network: nn.Module,
-    encoder_lr: float = 5e-5,
-    head_lr: float = 5e-4,
-    encoders: Sequence[str] = ("image_encoder", "text_encoder"),
-    objective: nn.Module | None = None,
-) -> list[dict[str, Any]]:
-    """Optimizer parameter groups: the pre-trained encoders at ``encoder_lr``, everything else (fusion,
-    question tokens, classifier, and the trainable parameters of ``objective``) at ``head_lr``.
+class VQAModel(nn.Module):
+    """A VQA network: a pre-trained image encoder and text encoder and a :class:`VQAHead` (Uni-Mlip Sec. 4.2).
 
-    Uni-Mlip Sec. 4.2 (VQA): encoders 5e-5, fusion and classification 5e-4. Frozen parameters
-    (``requires_grad=False``) are left out; a parameter shared between modules is listed once. Groups
-    carry a ``name`` (``"encoders"``, ``"head"``) for logging; schedulers scale each group's rate.
-    Use in a bundle config as ``"params": {"_target_": "monai_medunic.networks.vqa.encoder_head_param_groups",
-    "network": "@network"}``.
+    ``forward(images (B, C, *spatial), question_ids (B, L), question_mask (B, L) = None)`` returns
+    ``{"vqa_logits": (B, num_answers)}``: the image encoder's ``tokens`` and the question's token
+    features (the text encoder's ``tokens``) fused by the head.
+
+    Build it from a trained bundle's method network (``load_pretrained_bundle(dir).model``), whose
+    ``image_encoder`` and ``text_encoder`` it takes over; fine-tune with the encoders at a lower learning
+    rate than the head (:func:`monai_medunic.engines.optim.encoder_head_param_groups`).
 
     Args:
-        network: the VQA model (DDP-wrapped or not).
-        encoder_lr, head_lr: the two learning rates.
-        encoders: dotted sub-module paths of the encoders in ``network``.
-        objective: a loss module with trainable parameters, put in the head group.
-
-    Raises:
-        ConfigurationError: a negative rate, an encoder path the network does not have, or no
-            trainable parameter at all.
+        image_encoder: returns ``{"tokens": (B, N, D_v)}`` and has ``out_dim`` (:class:`~monai_medunic.networks.ImageEncoder`).
+        text_encoder: returns ``{"tokens": (B, L, D_t)}`` and has ``out_dim`` (:class:`~monai_medunic.networks.HFTextEncoder`).
+        num_answers, num_question_tokens, hidden_size, num_layers, num_heads, classifier_hidden,
+            dropout_rate, max_image_tokens: see :class:`VQAHead`.
     """
-    if encoder_lr < 0 or head_lr < 0:
-        raise ConfigurationError(f"learning rates must be >= 0, got encoder_lr={encoder_lr}, head_lr={head_lr}")
-    net = network.module if isinstance(network, nn.parallel.DistributedDataParallel) else network
-    seen: set[int] = set()
-    encoder_params: list[nn.Parameter] = []
-    for path in encoders:
-        try:
-            module = net.get_submodule(path)
-        except AttributeError as err:
-            children = [n for n, _ in net.named_children()]
-            raise ConfigurationError(f"the network has no encoder '{path}'; its sub-modules are {children}") from err
-        for p in module.parameters():
-            if p.requires_grad and id(p) not in seen:
-                seen.add(id(p))
-                encoder_params.append(p)
-    head_params: list[nn.Parameter] = []
-    for module in (net, objective):
-        for p in module.parameters() if module is not None else ():
-            if p.requires_grad and id(p) not in seen:
-                seen.add(id(p))
-                head_params.append(p)
-    groups = [
-        {"params": encoder_params, "lr": float(encoder_lr), "name": "encoders"},
-        {"params": head_params, "lr": float(head_lr), "name": "head"},
-    ]
-    groups = [g for g in groups if g["params"]]
-    if not groups:
-        raise ConfigurationError("no trainable parameter: every parameter of the network is frozen")
-    return groups
+
+    def __init__(
+        self,
+        image_encoder: nn.Module,
+        text_encoder: nn.Module,
+        num_answers: int,
+        num_question_tokens: int = 20,
+        hidden_size: int | None = None,
+        num_layers: int = 1,
+        num_heads: int | None = None,
+        classifier_hidden: int | None = None,
+        dropout_rate: float = 0.1,
+        max_image_tokens: int = 256,
+    ) -> None:
+        super().__init__()
+        dims = [getattr(image_encoder, "out_dim", None), getattr(text_encoder, "out_dim", None)]
+        if None in dims:
+            raise ConfigurationError("VQAModel needs encoders that expose their token width as `out_dim`")
+        self.image_encoder = image_encoder
+        self.text_encoder = text_encoder
+        self.head = VQAHead(int(dims[0]), int(dims[1]), num_answers, num_question_tokens, hidden_size, num_layers, num_heads,
+                            classifier_hidden=classifier_hidden, dropout_rate=dropout_rate, max_image_tokens=max_image_tokens)
+
+    def forward(self, images: torch.Tensor, question_ids: torch.Tensor, question_mask: torch.Tensor | None = None
+                ) -> dict[str, torch.Tensor]:
+        if images.shape[0] != question_ids.shape[0]:
+            raise ShapeMismatchError("VQA images and questions", (images.shape[0],), (question_ids.shape[0],), "one question per image")
+        if question_mask is None:
+            question_mask = torch.ones_like(question_ids)
+        image_tokens = self.image_encoder(images)["tokens"]
+        question_tokens = self.text_encoder(question_ids, question_mask)["tokens"]
+        return self.head(image_tokens, question_tokens, question_mask)

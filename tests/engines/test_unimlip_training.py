@@ -110,3 +110,15 @@ def test_warmup_follows_the_engine_state_on_resume_and_refuses_bad_settings() ->
         ObjectiveTermWarmup(UniMlipLoss(), {"i2i": 0.5}, warmup_epochs=1, warmup_iterations=3)
     with pytest.raises(ConfigurationError, match="no other term"):
         ObjectiveTermWarmup(build_objective({"i2i": 1.0}), {"i2i": 0.5}, warmup_epochs=1)
+
+
+def test_a_disabled_freeze_attaches_nothing(tiny_bert_config) -> None:
+    """``enabled: false`` is the config switch of the naive-SimCLR ablation: the statistics keep moving."""
+    net = UniMlip("resnet18", text_config=tiny_bert_config, img_size=SIZE, embed_dim=8, fused_mlm=False)
+    trainer = _trainer(net, build_objective({"itc": 1.0, "i2i": 0.5}), _loader(2))
+    freeze = FreezeBatchNormStatistics(net, submodule="image_encoder", enabled=False)
+    freeze.attach(trainer)
+    stats = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: stats.append(FreezeBatchNormStatistics.statistics(net.image_encoder)))
+    trainer.run()
+    assert not freeze.frozen and not all(torch.equal(stats[0][k], stats[1][k]) for k in stats[0])

@@ -14,22 +14,13 @@ from torch import nn
 
 from monai_medunic.errors import ConfigurationError, ShapeMismatchError
 from monai_medunic.networks import CXRImageEncoder, HFTextEncoder
-from monai_medunic.networks.vqa import VQAHead, encoder_head_param_groups
+from monai_medunic.engines.optim import encoder_head_param_groups
+from monai_medunic.networks.vqa import VQAHead, VQAModel
 
 
-class _VQAModel(nn.Module):
-    """Encoders + head, as a Uni-Mlip VQA assembly would hold them."""
-
-    def __init__(self, text_config: dict, num_answers: int = 5) -> None:
-        super().__init__()
-        self.image_encoder = CXRImageEncoder("resnet18", img_size=64)
-        self.text_encoder = HFTextEncoder(config=text_config, freeze_layers=1)
-        self.vqa_head = VQAHead(self.image_encoder.out_dim, self.text_encoder.out_dim, num_answers)
-
-    def forward(self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        img = self.image_encoder(images)["tokens"]
-        q = self.text_encoder(input_ids, attention_mask)["tokens"]
-        return self.vqa_head(img, q, attention_mask)
+def _VQAModel(text_config: dict, num_answers: int = 5) -> VQAModel:
+    """Encoders + head, the Uni-Mlip VQA assembly."""
+    return VQAModel(CXRImageEncoder("resnet18", img_size=64), HFTextEncoder(config=text_config, freeze_layers=1), num_answers)
 
 
 def test_head_structure_and_output() -> None:
@@ -73,16 +64,19 @@ def test_head_learns_answers_as_classes() -> None:
 def test_param_groups_give_encoders_the_lower_rate(tiny_bert_config) -> None:
     model = _VQAModel(tiny_bert_config)
     groups = encoder_head_param_groups(model, encoder_lr=5e-5, head_lr=5e-4)
-    assert [g["name"] for g in groups] == ["encoders", "head"]
-    assert [g["lr"] for g in groups] == [5e-5, 5e-4]
+    assert [g["name"] for g in groups] == ["encoders", "encoders_no_decay", "head", "head_no_decay"]
+    assert [g["lr"] for g in groups] == [5e-5, 5e-5, 5e-4, 5e-4]
+    wd = encoder_head_param_groups(model, weight_decay=0.05)
+    assert [g["weight_decay"] for g in wd] == [0.05, 0.0, 0.05, 0.0]
+    assert all(p.ndim >= 2 for p in wd[0]["params"]) and all(p.ndim < 2 for p in wd[1]["params"])
     listed = [id(p) for g in groups for p in g["params"]]
     trainable = [id(p) for p in model.parameters() if p.requires_grad]
     assert sorted(listed) == sorted(trainable) and len(set(listed)) == len(listed)  # every trainable one, once
     frozen = {id(p) for p in model.text_encoder.layers[0].parameters()}
     assert frozen and not frozen & set(listed)
-    head_ids = {id(p) for p in groups[1]["params"]}
-    assert id(model.vqa_head.question_tokens) in head_ids
-    assert all(id(p) in head_ids for p in model.vqa_head.parameters() if p.requires_grad)
+    head_ids = {id(p) for g in groups[2:] for p in g["params"]}
+    assert id(model.head.question_tokens) in head_ids
+    assert all(id(p) in head_ids for p in model.head.parameters() if p.requires_grad)
     # one AdamW step moves each parameter by about its group's rate
     opt = torch.optim.AdamW(groups, weight_decay=0.0)
     before = {id(p): p.detach().clone() for g in groups for p in g["params"]}
@@ -90,7 +84,7 @@ def test_param_groups_give_encoders_the_lower_rate(tiny_bert_config) -> None:
     out = model(torch.rand(2, 1, 64, 64), ids, torch.ones_like(ids))
     nn.functional.cross_entropy(out["vqa_logits"], torch.tensor([0, 3])).backward()
     opt.step()
-    for g, lr in zip(groups, (5e-5, 5e-4)):
+    for g, lr in zip(groups, (5e-5, 5e-5, 5e-4, 5e-4)):
         step = max(float((p.detach() - before[id(p)]).abs().max()) for p in g["params"] if p.grad is not None)
         assert step == pytest.approx(lr, rel=0.05)
 
@@ -107,8 +101,8 @@ def test_param_groups_unwrap_ddp_and_take_objective_parameters(tiny_bert_config)
             groups = encoder_head_param_groups(ddp, objective=objective)
         finally:
             dist.destroy_process_group()
-    assert any(p is temperature for p in groups[1]["params"])
-    assert len(groups[0]["params"]) == sum(
+    assert any(p is temperature for g in groups[2:] for p in g["params"])
+    assert len(groups[0]["params"]) + len(groups[1]["params"]) == sum(
         1 for m in (model.image_encoder, model.text_encoder) for p in m.parameters() if p.requires_grad
     )
 

@@ -72,6 +72,8 @@ The package's modules:
 * :mod:`~monai_medunic.data.demo.reports`: the bilingual report templates (radiograph and CT);
 * :mod:`~monai_medunic.data.demo.dicom_io`: the DICOM objects (CR / DX images, CT series, Comprehensive SR);
 * :mod:`~monai_medunic.data.demo.truth`: the ground truth files (NIfTI masks, boxes, DICOM SEG);
+* :mod:`~monai_medunic.data.demo.vqa`: the bilingual VQA pairs of the frontal radiographs
+  (``vqa.jsonl``, ``vqa_answers.json``; ``vqa=False`` / ``--no-vqa`` skips them);
 * :mod:`~monai_medunic.data.demo.generate`: the driver (:func:`generate_demo_dataset`) and
   ``medunic demo-data`` (:func:`cli_main`).
 

@@ -38,6 +38,7 @@ from monai_medunic.data.demo.truth import (
     write_label_nifti,
     write_mask_nifti_2d,
 )
+from monai_medunic.data.demo.vqa import VQA_ANSWERS_FILE, VQA_MANIFEST, write_demo_vqa
 from monai_medunic.errors import ConfigurationError
 
 __all__ = ["DemoDatasetInfo", "generate_demo_dataset", "default_ct_studies", "cli_main"]
@@ -78,6 +79,7 @@ class DemoDatasetInfo:
     num_seg: int = 0
     num_masks: int = 0
     num_boxes: int = 0
+    vqa: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     seconds_by_part: dict[str, float] = field(default_factory=dict)
 
@@ -115,9 +117,10 @@ def _write_studies(
     spanish_fraction: float,
     splits: Sequence[str],
     truth: bool = True,
+    cases: list | None = None,
 ) -> tuple[list[dict[str, Any]], Counter[str], Counter[str]]:
     """Write every study's DICOM files (and, with ``truth``, its frontal image's masks, SEG and boxes);
-    return the manifest records and the counts."""
+    return the manifest records and the counts (and append each study's case to ``cases``)."""
     base_date = datetime.date(2024, 1, 1)
     pixel_spacing = round(430.0 / image_size, 4)
     records: list[dict[str, Any]] = []
@@ -127,6 +130,8 @@ def _write_studies(
         rng = np.random.default_rng([seed, i])
         case = sample_case(rng, i, prevalence, spanish_fraction)
         case.has_lateral = bool(rng.random() < lateral_fraction)
+        if cases is not None:
+            cases.append(case)
         report = compose_report(case, rng)
         lang = case.language
         other = "en" if lang == "es" else "es"
@@ -362,6 +367,7 @@ def generate_demo_dataset(
     ct_shape: Sequence[int] = CT_DEFAULT_SHAPE,
     ct_prevalence: Mapping[str, float] | None = None,
     radiograph_truth: bool = True,
+    vqa: bool = True,
 ) -> DemoDatasetInfo:
     """Write the synthetic bilingual chest radiograph and chest CT dataset (see the package docstring).
 
@@ -386,6 +392,8 @@ def generate_demo_dataset(
             :data:`~monai_medunic.data.demo.ct.CT_DEFAULT_PREVALENCE`).
         radiograph_truth: write the frontal radiographs' truth (NIfTI masks, DICOM SEG, boxes). It
             changes no image: the truth is drawn from the same geometry, with no random draw.
+        vqa: write the bilingual VQA pairs of the frontal radiographs (``vqa.jsonl``, ``vqa_answers.json``;
+            :mod:`~monai_medunic.data.demo.vqa`). No random draw of the images depends on it.
 
     Returns:
         :class:`DemoDatasetInfo` (also written to ``out_dir/demo_info.json``).
@@ -422,7 +430,7 @@ def generate_demo_dataset(
     if os.path.isdir(out) and os.listdir(out):
         if not overwrite:
             raise ConfigurationError(f"{out} is not empty; pass overwrite=True (--overwrite) to replace it")
-        for name in ("dicom", "ct", "truth", "manifest.jsonl", "demo_info.json"):
+        for name in ("dicom", "ct", "truth", "manifest.jsonl", "demo_info.json", VQA_MANIFEST, VQA_ANSWERS_FILE):
             target = os.path.join(out, name)
             if os.path.isdir(target):
                 shutil.rmtree(target)
@@ -433,9 +441,10 @@ def generate_demo_dataset(
     parts: dict[str, float] = {}
     with _QuietLoggers("highdicom", "openjpeg"):
         t = time.perf_counter()
+        cases: list = []
         records, counts, label_sums = _write_studies(
             out, num_studies, seed, image_size, prevalence, lateral_fraction, sr_fraction, jpeg2000_fraction,
-            monochrome1_fraction, spanish_fraction, splits, radiograph_truth,
+            monochrome1_fraction, spanish_fraction, splits, radiograph_truth, cases,
         )
         parts["radiographs"] = round(time.perf_counter() - t, 3)
         t = time.perf_counter()
@@ -447,6 +456,7 @@ def generate_demo_dataset(
     with open(manifest_path, "w", encoding="utf-8") as fh:
         for rec in records + ct_records:
             fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    vqa_counts = write_demo_vqa(out, records, cases, seed) if vqa else {}
     info = DemoDatasetInfo(
         out_dir=out,
         manifest_path=manifest_path,
@@ -476,6 +486,7 @@ def generate_demo_dataset(
         num_seg=counts["seg"],
         num_masks=counts["masks"],
         num_boxes=counts["boxes"],
+        vqa=vqa_counts,
     )
     info.seconds = round(time.perf_counter() - start, 3)
     info.seconds_by_part = parts
@@ -536,6 +547,7 @@ def cli_main(argv: Sequence[str]) -> int:
         "--no-truth", action="store_true",
         help="write no radiograph truth (NIfTI masks, DICOM SEG, boxes); the images are the same either way",
     )
+    parser.add_argument("--no-vqa", action="store_true", help="write no VQA pairs (vqa.jsonl, vqa_answers.json)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset in --out")
     args = parser.parse_args(list(argv))
     info = generate_demo_dataset(
@@ -550,6 +562,7 @@ def cli_main(argv: Sequence[str]) -> int:
         num_ct_studies=0 if args.no_ct else args.ct_studies,
         ct_shape=tuple(args.ct_shape),
         radiograph_truth=not args.no_truth,
+        vqa=not args.no_vqa,
     )
     prevalence = ", ".join(f"{k} {v:.2f}" for k, v in info.prevalence.items())
     lines = [
@@ -563,6 +576,9 @@ def cli_main(argv: Sequence[str]) -> int:
         ct_prev = ", ".join(f"{k} {v:.2f}" for k, v in info.ct_prevalence.items())
         shape = "x".join(str(v) for v in info.ct_shape)
         lines.append(f"CT: {info.num_ct_studies} studies of {shape} voxels ({info.num_ct_slices} slices); prevalence: {ct_prev}")
+    if info.vqa:
+        lines.append(f"VQA: {info.vqa['num_questions']} questions ({info.vqa.get('closed', 0)} closed, {info.vqa.get('open', 0)} "
+                     f"open; en {info.vqa.get('lang_en', 0)}, es {info.vqa.get('lang_es', 0)}) in {VQA_MANIFEST}")
     lines.append(f"manifest: {info.manifest_path}")
     print("\n".join(lines))
     return 0
