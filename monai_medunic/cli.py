@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo-data": ("monai_medunic.data.demo:cli_main", "generate the embedded synthetic bilingual CXR DICOM dataset"),
     "build-vocab": ("monai_medunic.text.vocab:cli_main", "extend a WordPiece vocabulary with a second language"),
     "demo": ("monai_medunic.demo:cli_main", "run the whole pipeline on the embedded demo data"),
+    "demo-unimedi": ("monai_medunic.demo_unimedi:cli_main", "run UniMedI (2D + 3D pre-training, slice selection, downstream) on the demo data"),
     "demo-unimlip": ("monai_medunic.demo_unimlip:cli_main", "run Uni-Mlip (Table 3 and 4 ablations, VQA) on the demo data"),
     "evaluate": ("monai_medunic.cli:evaluate_main", "evaluate a pre-trained bundle on a manifest"),
 }

@@ -79,10 +79,12 @@ def _write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, indent=2, ensure_ascii=False), encoding="utf-8")
 
 
-def run_bundle(bundle_root: Path, config_files: Sequence[str | Path], log_file: Path | None = None) -> None:
+def run_bundle(bundle_root: Path, config_files: Sequence[str | Path], log_file: Path | None = None,
+               env: dict[str, str] | None = None) -> None:
     """Run ``python -m monai.bundle run`` on ``bundle_root`` with the given config files (later ones override).
 
-    Output goes to ``log_file`` (and its tail to the error on failure)."""
+    Output goes to ``log_file`` (and its tail to the error on failure); ``env`` adds environment variables
+    (e.g. ``OMP_NUM_THREADS`` for runs side by side)."""
     configs = [str(Path(c) if Path(c).is_absolute() else bundle_root / c) for c in config_files]
     cmd = [
         sys.executable, "-m", "monai.bundle", "run",
@@ -90,7 +92,7 @@ def run_bundle(bundle_root: Path, config_files: Sequence[str | Path], log_file: 
         "--bundle_root", str(bundle_root),
         "--logging_file", str(bundle_root / "configs" / "logging.conf"),
     ]
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **(env or {})}
     log = log_file or bundle_root / "logs" / "run.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w", encoding="utf-8") as f:

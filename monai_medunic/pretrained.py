@@ -245,8 +245,9 @@ def export_pretrained_bundle(
     settings = {"method": method, "spatial_dims": spatial_dims, "spatial_size": spatial, "in_channels": int(args.get("in_channels", 1)),
                 "embed_dim": int(args["embed_dim"]), "findings": list(findings), "prompt_languages": list(prompt_languages),
                 "max_length": int(max_length)}
-    if method_settings:
-        settings[method] = dict(method_settings)
+    net_settings = net.export_settings() if callable(getattr(net, "export_settings", None)) else {}  # e.g. UniMedI's volume size
+    if method_settings or net_settings:
+        settings[method] = {**net_settings, **dict(method_settings or {})}
 
     root = Path(bundle_dir)
     models = root / "models"
@@ -280,6 +281,11 @@ def _describe_trained_network(meta_file: Path, settings: dict) -> None:
     image = fmt.setdefault("inputs", {}).setdefault("image", {})
     image["spatial_shape"] = list(settings["spatial_size"])
     image["num_channels"] = settings["in_channels"]
+    volume_size = (settings.get(settings.get("method", "")) or {}).get("volume_size")
+    if volume_size:  # a 2D + 3D network (UniMedI): network_def also takes volumes, described as the "volume" input
+        volume = fmt["inputs"].setdefault("volume", {k: v for k, v in image.items() if k != "modality"})
+        volume["spatial_shape"] = list(volume_size)
+        volume["num_channels"] = settings["in_channels"]
     pred = fmt.setdefault("outputs", {}).setdefault("pred", {})
     pred["num_channels"] = settings["embed_dim"]
     pred["spatial_shape"] = [settings["embed_dim"]]
@@ -338,3 +344,153 @@ def load_pretrained_bundle(bundle_dir: str | os.PathLike, device: str | torch.de
     network.to(device).eval()
     logger.info("loaded bundle %s version %s", metadata.get("name", root.name), metadata.get("version", "?"))
     return PretrainedBundle(bundle_dir=root, network=network, tokenizer=tokenizer, settings=settings, metadata=metadata)
+
+
+# --------------------------------------------------------------------------------------------------
+# UniMedI's attentive slice selection from a trained bundle (UniMedI Sec. 3.2, Eq. 1-2).
+
+
+@dataclass
+class SliceSelection:
+    """What :func:`select_slices_from_bundle` found in one volume.
+
+    Attributes:
+        scores: ``(Z,)`` relevance of every slice of the input volume (its Z axis as the loader sorts
+            it: ascending along the slice normal); the slices of one token slab share its score.
+        indices: the ``k`` selected input slices, best first (the central slice of each selected slab).
+        slab_scores: ``(S,)`` the scores of the network's token slabs (Eq. 2).
+        slab_indices: the ``k`` selected slabs, best first.
+        slab_slices: for each slab, the ``[first, last]`` input slices it covers.
+        method: ``"attention"`` (Eq. 1-2: CLS-to-patch attention) or ``"text"`` (similarity of each
+            slab's slice to the given text in the joint space).
+        attention_scores: ``(S,)`` the Eq. 2 slab scores (also when ``method == "text"``).
+        name: the volume's file or folder (or the name given for an array).
+    """
+
+    scores: torch.Tensor
+    indices: list[int]
+    slab_scores: torch.Tensor
+    slab_indices: list[int]
+    slab_slices: list[tuple[int, int]]
+    method: str
+    attention_scores: torch.Tensor
+    name: str
+
+
+def _raise_typed(err: Exception) -> None:
+    """Re-raise the package's typed error that a MONAI ``Compose`` wrapped into a ``RuntimeError``."""
+    from monai_medunic.errors import MedUniCError
+
+    cause: BaseException | None = err
+    while cause is not None and not isinstance(cause, MedUniCError):
+        cause = cause.__cause__
+    if cause is not None:
+        raise cause from None
+    raise err
+
+
+def select_slices_from_bundle(
+    bundle: "PretrainedBundle | str | os.PathLike",
+    volume: Any,
+    text: str | None = None,
+    k: int | None = None,
+    name: str | None = None,
+) -> SliceSelection:
+    """Rank the slices of a CT volume with a trained UniMedI bundle and pick the top ``k`` (UniMedI Sec. 3.2).
+
+    The volume goes through the bundle's training-time volume pipeline
+    (:func:`~monai_medunic.transforms.pipelines.volume_input_transform`: the HU window recorded in the
+    bundle, slices first, resized to the trained ``volume_size``). Without ``text`` the slabs are
+    ranked by Eq. 1-2 (CLS-to-patch attention averaged over heads and the trained ``attention_layers``,
+    then over each slab's tokens, :func:`monai_medunic.networks.unimedi.select_slices`); with a report or
+    prompt they are ranked by the joint-space similarity of each slab's slice to it
+    (:meth:`~monai_medunic.networks.unimedi.UniMedI.slab_text_similarity`). Scores are mapped back to the
+    slices of the input volume.
+
+    Args:
+        bundle: a loaded :class:`PretrainedBundle` or a trained bundle directory.
+        volume: a DICOM series (folder or list of files), a NIfTI file, or an array / tensor in the
+            loaders' layout, ``(X, Y, Z)`` or ``(1, X, Y, Z)`` in HU (a MetaTensor keeps its file name).
+        text: a report or prompt; ``None`` for the attention ranking.
+        k: slices to select (default: the bundle's trained ``num_slices``).
+        name: the name of an array volume in messages (default: its ``filename_or_obj``, else ``"volume"``).
+
+    Raises:
+        ConfigurationError: not a UniMedI bundle, or ``k`` outside ``[1, S]`` (the network's token slabs).
+        DataError / VolumeReadError: the volume cannot be read (missing or duplicated slices, mixed
+            orientations, inconsistent spacing), is 2D, or has fewer than ``k`` slices; names the file.
+    """
+    import numpy as np
+    from monai.data import MetaTensor
+
+    from monai_medunic.errors import ConfigurationError, DataError
+    from monai_medunic.networks.unimedi import UniMedI, select_slices
+    from monai_medunic.transforms.pipelines import volume_input_transform
+    from monai_medunic.transforms.volume import LoadVolume
+
+    if not isinstance(bundle, PretrainedBundle):
+        bundle = load_pretrained_bundle(bundle)
+    model = bundle.model
+    if not isinstance(model, UniMedI):
+        raise ConfigurationError(f"{bundle.bundle_dir}: slice selection needs a trained UniMedI bundle, not '{bundle.method}'")
+    encoder = model.image_encoder
+    slabs, patch_depth = encoder.grid_3d[0], encoder.patch_depth
+    k = int(model.num_slices if k is None else k)
+    if not 1 <= k <= slabs:
+        raise ConfigurationError(f"k must be in [1, {slabs}] (the token slabs of a {tuple(encoder.volume_size)} volume), got {k}")
+    window = (bundle.settings.get("unimedi") or {}).get("volume_window", "lung")
+
+    if isinstance(volume, (str, os.PathLike)) or (isinstance(volume, (list, tuple)) and volume and isinstance(volume[0], (str, os.PathLike))):
+        label = name or (os.fspath(volume) if isinstance(volume, (str, os.PathLike)) else os.path.dirname(os.fspath(volume[0])))
+        try:
+            vol = LoadVolume()(volume)
+        except Exception as err:  # noqa: BLE001 - typed errors pass through, MONAI's wrapped ones are unwrapped
+            _raise_typed(err)
+    else:
+        meta = dict(getattr(volume, "meta", None) or {})
+        label = name or str(meta.get("filename_or_obj") or "volume")
+        arr = torch.as_tensor(np.asarray(volume) if not isinstance(volume, torch.Tensor) else volume.as_subclass(torch.Tensor))
+        if arr.ndim == 3:
+            arr = arr[None]
+        if arr.ndim != 4 or arr.shape[0] != encoder.in_channels:
+            raise DataError(f"expected a volume (X, Y, Z) or ({encoder.in_channels}, X, Y, Z) in HU, got shape {tuple(arr.shape)} "
+                            "(a 2D image given as a volume?)", path=label, field="volume")
+        vol = MetaTensor(arr.float(), meta={**meta, "filename_or_obj": label})
+    depth = int(vol.shape[-1])
+    if depth < k:
+        raise DataError(f"the volume has {depth} slice(s) but k={k} are to be selected; use a thicker volume or a smaller k",
+                        path=label, field="slices")
+    try:
+        x = volume_input_transform(encoder.volume_size, window, min_slices=max(2, k))(vol)
+    except Exception as err:  # noqa: BLE001
+        _raise_typed(err)
+    device = next(model.parameters()).device
+    x = torch.as_tensor(x)[None].to(device)
+    model.eval()
+    with torch.no_grad():
+        sel = select_slices(model, x, k, model.attention_layers, names=[label])
+        attention = sel["slab_scores"][0].float().cpu()
+        if text is not None:
+            tok = bundle.tokenize([text])
+            slab_scores = model.slab_text_similarity(x, tok["input_ids"].to(device), tok["attention_mask"].to(device))[0].float().cpu()
+            method = "text"
+        else:
+            slab_scores, method = attention, "attention"
+    net_depth = int(encoder.volume_size[0])
+    slab_of = [min(slabs - 1, (z * net_depth // depth) // patch_depth) for z in range(depth)]  # input slice -> its slab
+    spans = [(slab_of.index(s), len(slab_of) - 1 - slab_of[::-1].index(s)) if s in slab_of else (-1, -1) for s in range(slabs)]
+    ranked = [int(s) for s in torch.argsort(slab_scores, descending=True, stable=True)]
+    chosen = [s for s in ranked if spans[s][0] >= 0][:k]
+    return SliceSelection(
+        scores=slab_scores[torch.as_tensor(slab_of)],
+        indices=[(spans[s][0] + spans[s][1]) // 2 for s in chosen],
+        slab_scores=slab_scores,
+        slab_indices=chosen,
+        slab_slices=spans,
+        method=method,
+        attention_scores=attention,
+        name=label,
+    )
+
+
+__all__ += ["SliceSelection", "select_slices_from_bundle"]

@@ -307,7 +307,8 @@ class LossHistoryRecorder:
 
 class ExportPretrainedHandler:
     """At the end of training, write the model and tokenizer into ``bundle_root/models`` in the
-    trained-bundle layout of :mod:`monai_medunic.pretrained` (attach on rank 0 only)."""
+    trained-bundle layout of :mod:`monai_medunic.pretrained` (attach on rank 0 only). ``method_settings``
+    (e.g. the HU window of a volume pipeline) go into the ``pretrained`` section under the method's name."""
 
     def __init__(
         self,
@@ -317,6 +318,7 @@ class ExportPretrainedHandler:
         findings: Sequence[str],
         prompt_languages: Sequence[str] = ("en", "es"),
         max_length: int = 128,
+        method_settings: Mapping[str, Any] | None = None,
     ) -> None:
         self.bundle_root = bundle_root
         self.network = network
@@ -324,6 +326,7 @@ class ExportPretrainedHandler:
         self.findings = list(findings)
         self.prompt_languages = list(prompt_languages)
         self.max_length = max_length
+        self.method_settings = dict(method_settings) if method_settings else None
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.COMPLETED, self)
@@ -333,7 +336,8 @@ class ExportPretrainedHandler:
         from monai_medunic.text.tokenize import load_tokenizer
 
         root = export_pretrained_bundle(
-            self.network, load_tokenizer(self.tokenizer), self.bundle_root, self.findings, self.prompt_languages, self.max_length
+            self.network, load_tokenizer(self.tokenizer), self.bundle_root, self.findings, self.prompt_languages, self.max_length,
+            method_settings=self.method_settings,
         )
         logger.info("exported the trained model to %s/models", root)
 

@@ -31,7 +31,7 @@ from monai_medunic.transforms.slice_selection import (
     voxel_slice_scores,
 )
 
-__all__ = ["UniMedI", "select_slices"]
+__all__ = ["UniMedI", "UniMedIVisionEncoder", "select_slices", "volume_slices"]
 
 
 def select_slices(
@@ -64,6 +64,74 @@ def select_slices(
         "slice_scores": voxel_slice_scores(scores, encoder.patch_depth),
         "slice_indices": slab_to_voxel_slices(top, encoder.patch_depth),
     }
+
+
+def volume_slices(
+    encoder: UnifiedViT,
+    x: torch.Tensor,
+    num_slices: int,
+    mode: str = "attention",
+    attention_layers: int | None = None,
+    slab_reduce: str = "center",
+    selector: UnifiedViT | None = None,
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """The ``num_slices`` slices of each volume of ``x`` that go with it through ``encoder`` (UniMedI Sec. 3.2-3.3).
+
+    Returns ``(slices, slab_scores, slab_indices)``: ``slices`` ``(B, k, C, h, w)`` at the encoder's 2D
+    size, the Eq. 2 scores ``(B, S)`` (``attention`` mode only, from ``selector``'s attention, default
+    ``encoder``) and the chosen slabs ``(B, k)``; three ``None`` for a 2D ``x`` or ``num_slices == 0``.
+    """
+    if x.ndim != 5 or num_slices == 0:
+        return None, None, None
+    selector = encoder if selector is None else selector
+    scores = None
+    if mode == "attention":
+        scores = select_slices(selector, x, num_slices, attention_layers)["slab_scores"]
+    idx = choose_slices(mode, scores, x.shape[0], selector.grid_3d[0], num_slices, device=x.device)
+    return extract_slices(x, idx, encoder.patch_depth, encoder.img_size, slab_reduce), scores, idx
+
+
+class UniMedIVisionEncoder(nn.Module):
+    """UniMedI's vision side as an image encoder for downstream tasks: 2D images, or 3D volumes encoded
+    together with their ``num_slices`` selected slices exactly as :meth:`UniMedI.encode_image` does.
+
+    ``forward(x) -> {"pooled": (B, hidden) CLS, "tokens", "feature_map", "cls_attention"}``, with
+    ``out_dim``: the interface of :class:`~monai_medunic.metrics.probe.LinearProbeNetwork` (linear probe
+    and fine-tuning, UniMedI Sec. 4.2.1). The slices are chosen without gradient (a discrete choice);
+    the forward that encodes them is differentiable.
+
+    Args:
+        image_encoder: the :class:`UnifiedViT` (of a trained UniMedI, or a fresh one for a random-init baseline).
+        num_slices, slice_selection, attention_layers, slab_reduce: as :class:`UniMedI`.
+    """
+
+    def __init__(self, image_encoder: UnifiedViT, num_slices: int = 0, slice_selection: str = "attention",
+                 attention_layers: int | None = None, slab_reduce: str = "center") -> None:
+        super().__init__()
+        if not isinstance(image_encoder, UnifiedViT):
+            raise ConfigurationError(f"UniMedIVisionEncoder needs a UnifiedViT, got {type(image_encoder).__name__}")
+        if slice_selection not in SLICE_SELECTION_MODES:
+            raise ConfigurationError(f"slice_selection must be one of {SLICE_SELECTION_MODES}, got '{slice_selection}'")
+        if not 0 <= num_slices <= image_encoder.grid_3d[0]:
+            raise ConfigurationError(f"num_slices must be in [0, {image_encoder.grid_3d[0]}], got {num_slices}")
+        self.image_encoder = image_encoder
+        self.num_slices, self.slice_selection = int(num_slices), slice_selection
+        self.attention_layers, self.slab_reduce = attention_layers, slab_reduce
+        self.out_dim = image_encoder.out_dim
+
+    @classmethod
+    def from_model(cls, model: nn.Module) -> "UniMedIVisionEncoder":
+        """The vision side of a :class:`UniMedI` (shared modules, not copies), with its slice settings."""
+        model = getattr(model, "model", model)  # an ImageEmbedder around it
+        if not isinstance(model, UniMedI):
+            raise ConfigurationError(f"expected a UniMedI (or an ImageEmbedder around one), got {type(model).__name__}")
+        return cls(model.image_encoder, model.num_slices, model.slice_selection, model.attention_layers, model.slab_reduce)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        slices, _, _ = volume_slices(self.image_encoder, x, self.num_slices, self.slice_selection,
+                                     self.attention_layers, self.slab_reduce)
+        out = self.image_encoder(x, slices)
+        return {"pooled": out["cls"], **out}
 
 
 class UniMedI(nn.Module):
@@ -203,14 +271,8 @@ class UniMedI(nn.Module):
 
     # -- image side ---------------------------------------------------------------------------------------------
     def _slices(self, x: torch.Tensor, selector: UnifiedViT) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-        if x.ndim != 5 or self.num_slices == 0:
-            return None, None, None
-        scores = None
-        if self.slice_selection == "attention":
-            scores = select_slices(selector, x, self.num_slices, self.attention_layers)["slab_scores"]
-        idx = choose_slices(self.slice_selection, scores, x.shape[0], selector.grid_3d[0], self.num_slices, device=x.device)
-        enc = self.image_encoder
-        return extract_slices(x, idx, enc.patch_depth, enc.img_size, self.slab_reduce), scores, idx
+        return volume_slices(self.image_encoder, x, self.num_slices, self.slice_selection, self.attention_layers,
+                             self.slab_reduce, selector)
 
     def _encode_group(self, x: torch.Tensor, distill: bool) -> dict[str, torch.Tensor]:
         teacher = self.teacher if distill and self._distilling() else None
@@ -283,9 +345,41 @@ class UniMedI(nn.Module):
             out["text_emb"] = self.text_projection(pooled)
         return out
 
+    #: what producing an output takes, for the error the training step raises when an objective term reads one
+    #: the network cannot give (:meth:`available_outputs`)
+    output_requirements: dict[str, str] = {
+        "image_emb": "the forward argument 'images' or 'volumes'",
+        "text_emb": "the forward argument 'input_ids'",
+        **{k: "an EMA teacher registered with the network (monai_medunic.engines.teacher.EMATeacher among the training "
+              "handlers) and a distillation head (distill_dim > 0)"
+           for k in ("distill_student_cls", "distill_teacher_cls", "distill_student_patch", "distill_teacher_patch", "distill_patch_index")},
+    }
+
+    def available_outputs(self, inputs: Collection[str]) -> set[str]:
+        """The output keys a train-mode forward with the arguments named in ``inputs`` produces (the training
+        step checks the objective's terms against them before the first step)."""
+        given, out = set(inputs), set()
+        if given & {"images", "volumes"}:
+            out |= {"image_features", "image_emb", "image_spatial_dims"}
+            if self.num_slices:  # for the 3D rows
+                out |= {"slice_indices"} | ({"slice_scores"} if self.slice_selection == "attention" else set())
+            if self.teacher is not None and self.distill_head is not None:
+                out |= set(k for k in self.output_requirements if k.startswith("distill_"))
+        if "input_ids" in given:
+            out |= {"text_features", "text_emb"}
+        return out
+
     def _check_batch(self, n: int, what: str) -> None:
         if self.training and n < 2:
             raise BatchSizeError(f"UniMedI in train mode needs at least 2 {what} per batch (BatchNorm projectors), got {n}")
+
+    def export_settings(self) -> dict[str, Any]:
+        """The method-specific fields of a trained bundle's ``pretrained`` section (``pretrained.unimedi``):
+        what a consumer needs to feed volumes and select slices without rebuilding the network."""
+        enc = self.image_encoder
+        return {"spatial_dims": [2, 3], "img_size": list(enc.img_size), "volume_size": list(enc.volume_size),
+                "patch_depth": enc.patch_depth, "num_slices": self.num_slices, "slice_selection": self.slice_selection,
+                "attention_layers": self.attention_layers, "slab_reduce": self.slab_reduce}
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """L2-normalised joint-space embeddings ``(B, d)`` of 2D images or 3D volumes (a volume is encoded
@@ -295,6 +389,26 @@ class UniMedI(nn.Module):
         slices, _, _ = self._slices(images, self.image_encoder)
         cls = self.image_encoder(images, slices)["cls"]
         return F.normalize(self.image_projection(cls), dim=-1)
+
+    def slab_text_similarity(self, volumes: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Text-guided slice relevance: the cosine similarity ``(B, S)`` between each token slab of ``volumes``
+        (its slice as :func:`extract_slices` cuts it, encoded as a 2D image, as the selected slices are in
+        training) and the joint-space embedding of the text (one text per volume, or one for all).
+
+        UniMedI's Eq. 1-2 rank slabs by the CLS attention alone, with the report guiding it only through
+        training; this asks the joint space directly which slab a given report or prompt describes.
+        """
+        if volumes.ndim != 5:
+            raise ShapeMismatchError("slab_text_similarity volumes", tuple(volumes.shape), ("B", "C", "D", "H", "W"))
+        enc = self.image_encoder
+        b, slabs = volumes.shape[0], enc.grid_3d[0]
+        idx = torch.arange(slabs, device=volumes.device).expand(b, slabs)
+        slices = extract_slices(volumes, idx, enc.patch_depth, enc.img_size, self.slab_reduce)
+        emb = self.encode_image(slices.reshape(b * slabs, *slices.shape[2:])).view(b, slabs, -1)
+        text = self.encode_text(input_ids, attention_mask)
+        if text.shape[0] not in (1, b):
+            raise ShapeMismatchError("slab_text_similarity texts", (text.shape[0],), (b,), "one text per volume, or one for all")
+        return torch.einsum("bsd,bd->bs", emb, text.expand(b, -1))
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """L2-normalised joint-space text embeddings ``(B, d)``."""

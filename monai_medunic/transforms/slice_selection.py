@@ -49,6 +49,8 @@ __all__ = [
     "extract_slices",
     "SelectSlices",
     "SelectSlicesd",
+    "RequireSlices",
+    "RequireSlicesd",
 ]
 
 SLICE_SELECTION_MODES = ("attention", "random", "middle")
@@ -289,4 +291,52 @@ class SelectSlicesd(MapTransform):
             out = self.selector(d[key], scores)
             d[self.output_key or key] = out
             d[self.indices_key] = out.meta["selected_slices"]
+        return d
+
+
+class RequireSlices(Transform):
+    """Refuse a volume with fewer than ``min_slices`` slices, before it is resampled to the network's size.
+
+    A volume thinner than the ``k`` slices to select (or a 2D image given where a volume is expected:
+    a single slice) would otherwise be interpolated into a full-depth volume of invented slices.
+    Input: a channel-first ``(C, *spatial)`` volume (MONAI's loaders: ``(C, X, Y, Z)``), the slices
+    along ``slice_axis``; returned unchanged.
+
+    Args:
+        min_slices: the fewest slices accepted (e.g. ``max(2, k)``).
+        slice_axis: spatial axis of the slices (``-1``: ``Z``).
+
+    Raises:
+        DataError: too few slices, or not a channel-first 3D volume (names the file and ``field="slices"``).
+    """
+
+    def __init__(self, min_slices: int, slice_axis: int = -1) -> None:
+        if int(min_slices) < 1:
+            raise ConfigurationError(f"min_slices must be >= 1, got {min_slices}")
+        self.min_slices, self.slice_axis = int(min_slices), int(slice_axis)
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        name = _volume_name(img)
+        if img.ndim != 4:
+            raise DataError(f"expected a channel-first 3D volume (C, X, Y, Z), got shape {tuple(img.shape)} "
+                            "(a 2D image given as a volume?)", path=name, field="slices")
+        depth = int(img.shape[1 + self.slice_axis % 3])
+        if depth < self.min_slices:
+            hint = " (a single 2D image given as a volume?)" if depth == 1 else ""
+            raise DataError(f"the volume has {depth} slice(s), fewer than the {self.min_slices} needed "
+                            f"(k slices are selected from it){hint}", path=name, field="slices")
+        return img
+
+
+class RequireSlicesd(MapTransform):
+    """Dictionary form of :class:`RequireSlices`."""
+
+    def __init__(self, keys: KeysCollection, min_slices: int, slice_axis: int = -1, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.check = RequireSlices(min_slices, slice_axis)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:  # type: ignore[override]
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.check(d[key])
         return d

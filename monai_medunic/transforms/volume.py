@@ -48,6 +48,8 @@ __all__ = [
     "LoadDicomSeriesVolumed",
     "LoadNiftiVolume",
     "LoadNiftiVolumed",
+    "LoadVolume",
+    "LoadVolumed",
     "hu_window",
     "hu_windowd",
 ]
@@ -402,6 +404,44 @@ class LoadNiftiVolumed(MapTransform):
     def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
         self.loader = LoadNiftiVolume()
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:  # type: ignore[override]
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.loader(d[key])
+        return d
+
+
+def _is_nifti(path: str) -> bool:
+    return path.lower().endswith((".nii", ".nii.gz"))
+
+
+class LoadVolume(Transform):
+    """A volume record's ``image`` -> ``(C, X, Y, Z)`` MetaTensor in scanner units: a NIfTI file
+    (``.nii`` / ``.nii.gz``, :class:`LoadNiftiVolume`), or a DICOM series given as a folder, a list of
+    its files or one file (:class:`LoadDicomSeriesVolume`; one file gives a one-slice volume, which a
+    volume pipeline then refuses as too thin, naming the file). A manifest's 3D records may mix both.
+
+    Raises:
+        VolumeReadError: the path does not exist, or the series / file cannot be read (names the path).
+    """
+
+    def __init__(self, series_uid: str | None = None) -> None:
+        self.series = LoadDicomSeriesVolume(series_uid)
+        self.nifti = LoadNiftiVolume()
+
+    def __call__(self, data: str | os.PathLike | Sequence[str | os.PathLike]) -> MetaTensor:  # type: ignore[override]
+        if isinstance(data, (str, os.PathLike)) and _is_nifti(os.fspath(data)):
+            return self.nifti(data)
+        return self.series(data)
+
+
+class LoadVolumed(MapTransform):
+    """Dictionary form of :class:`LoadVolume`."""
+
+    def __init__(self, keys: KeysCollection, series_uid: str | None = None, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.loader = LoadVolume(series_uid)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:  # type: ignore[override]
         d = dict(data)
