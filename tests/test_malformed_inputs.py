@@ -153,12 +153,7 @@ def _load(path: str):
     return LoadDicomImage()(path)
 
 
-@pytest.fixture(scope="module")
-def bundle(tiny_bundle) -> Path:
-    return tiny_bundle
-
-
-_BUNDLE: dict[str, Path] = {}
+_BUNDLE: dict[str, Path] = {}  # the session's tiny trained bundle (conftest's tiny_bundle), set by the test
 
 
 def _bundle_copy(tmp: Path, edit: Callable[[Path], None]) -> Path:

@@ -53,7 +53,7 @@ from monai.transforms import MapTransform, Transform
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
-from monai_medunic.errors import ConfigurationError, DicomReadError, MissingDecoderError, NotAnImageError
+from monai_medunic.errors import ConfigurationError, DicomReadError, NotAnImageError
 from monai_medunic.transforms.dicom_io import (
     MAX_PIXELS,
     check_pixel_header,
