@@ -194,9 +194,9 @@ TERM_LIBRARY: dict[str, TermSpec] = {
     # Uni-Mlip (Bawazir & Wu): ITC with a learnable tau, its perturbed forms sharing that tau, I2I, fused MLM
     "itc": TermSpec("monai_medunic.losses.perturbation:itc_loss", ("image_emb", "text_emb"), "Uni-Mlip Eq. 1"),
     "itc_perturbed_image": TermSpec("monai_medunic.losses.perturbation:itc_loss", ("image_emb_perturbed", "text_emb"),
-                                    "Uni-Mlip Sec. 3.2 (Eq. 1 with ~I)", shares_loss_with=("itc", "cvl")),
+                                    "Uni-Mlip Sec. 3.2 (Eq. 1 with ~I)", shares_loss_with=("itc", "cvl", "clip")),
     "itc_perturbed_text": TermSpec("monai_medunic.losses.perturbation:itc_loss", ("image_emb", "text_emb_perturbed"),
-                                   "Uni-Mlip Sec. 3.2 (Eq. 1 with ~T)", shares_loss_with=("itc", "cvl")),
+                                   "Uni-Mlip Sec. 3.2 (Eq. 1 with ~T)", shares_loss_with=("itc", "cvl", "clip")),
     "i2i": TermSpec("monai_medunic.losses.simclr:I2ILoss", ("image_strong_a_emb", "image_strong_b_emb"), "Uni-Mlip Eq. 2"),
     "fused_mlm": TermSpec("monai_medunic.losses.mlm:MaskedLMLoss", ("mlm_logits", "mlm_labels"), "Uni-Mlip Eq. 3"),
     # UniMedI (He et al.): CLIP on the 2D image or the 3D volume with its selected slices; DINO / iBOT self-distillation

@@ -12,7 +12,7 @@ Pre-training", Sec. 3.1-3.2 and 3.5 (``shared/papers/uni-mlip.md``).
   on the text features). "The temperature tau" is one parameter of the model, so both terms use the
   *same* loss module as ``L_ITC``: in :func:`~monai_medunic.losses.build_objective` the library terms
   ``itc_perturbed_image`` / ``itc_perturbed_text`` share the module of ``itc`` (or of Med-UniC's
-  ``cvl`` when the objective mixes the two methods), and :class:`UniMlipLoss` builds them that way.
+  ``cvl``, or UniMedI's ``clip``, when the objective mixes the methods), and :class:`UniMlipLoss` builds them that way.
   The perturbed embeddings themselves come from :class:`monai_medunic.networks.UniMlip`.
 * The total (Eq. 4) is ``lambda_cm (L_ITC + L_~ITC + L_I~TC) + lambda_um L_I2I + lambda_fm L_MLM`` with
   ``lambda_cm = 0.5 / 3``, ``lambda_um = 0.5``, ``lambda_fm = 0.5`` (Sec. 4.2): :class:`UniMlipLoss`.

@@ -16,9 +16,10 @@ import torch
 
 from monai_medunic.pretrained import load_pretrained_bundle
 
+from bundle_helpers import bundle_env, radiograph_demo_data, run_bundle_cli, tiny_text_model
+
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "cxr_unimlip_pretrain"
-ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
 UNIMLIP_TERMS = ("itc", "itc_perturbed_image", "itc_perturbed_text", "i2i", "fused_mlm")
 
 TINY = {
@@ -42,43 +43,17 @@ TINY = {
 }
 
 
-def _configs(*names: str) -> str:
-    return "[" + ",".join(f"'{n}'" for n in names) + "]"
-
-
-def _env() -> dict:
-    import os
-
-    return dict(os.environ, **ENV)
-
-
-def _run(bundle: Path, *configs: str, ok: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", _configs(*configs), "--bundle_root", str(bundle),
-           "--logging_file", str(bundle / "configs" / "logging.conf")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=timeout, cwd=bundle)
-    if ok:
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
+_run = run_bundle_cli
 
 
 @pytest.fixture(scope="module")
 def demo_data(tmp_path_factory) -> Path:
-    from monai_medunic.data.demo import generate_demo_dataset
-
-    out = tmp_path_factory.mktemp("demo") / "data"
-    generate_demo_dataset(out, num_studies=40, seed=3, num_ct_studies=0, radiograph_truth=False)
-    return out
+    return radiograph_demo_data(tmp_path_factory.mktemp("demo") / "data")
 
 
 @pytest.fixture(scope="module")
 def text_model(tmp_path_factory, demo_data) -> Path:
-    from monai_medunic.data.datalist import manifest_datalist
-    from monai_medunic.text.vocab import build_base_model
-
-    texts = [r["report"] for r in manifest_datalist(demo_data / "manifest.jsonl", split="train")]
-    out = tmp_path_factory.mktemp("text") / "base"
-    build_base_model(out, texts, vocab_size=300, hidden_size=32, num_layers=2, num_heads=2, max_position_embeddings=64)
-    return out
+    return tiny_text_model(tmp_path_factory.mktemp("text") / "base", demo_data)
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +161,7 @@ def test_verify_net_in_out_on_the_trained_network_def(trained) -> None:
     verify = subprocess.run(
         [sys.executable, "-m", "monai.bundle", "verify_net_in_out", "network_def", "--meta_file", str(bundle / "configs" / "metadata.json"),
          "--config_file", str(bundle / "configs" / "inference.json"), "--bundle_root", str(bundle)],
-        capture_output=True, text=True, env=_env(), timeout=300,
+        capture_output=True, text=True, env=bundle_env(), timeout=300,
     )
     assert verify.returncode == 0, verify.stdout[-2000:] + verify.stderr[-2000:]
     assert "data shape of network is verified with no error" in verify.stdout + verify.stderr

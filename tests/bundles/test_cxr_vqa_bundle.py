@@ -5,41 +5,26 @@ accuracy, resume, and a VQA answer outside the answer list as a typed error nami
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from bundle_helpers import radiograph_demo_data, run_bundle_cli, tiny_text_model
+
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "cxr_vqa"
-ENV = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
 TINY = {"batch_size": 8, "val_batch_size": 16, "num_workers": 0, "max_epochs": 2, "precision": "fp32", "augment_translate_pixels": 2,
         "encoder_lr": 1e-4, "head_lr": 1e-3, "num_question_tokens": 4, "max_length": 16}
 
 
-def _configs(*names: str) -> str:
-    return "[" + ",".join(f"'{n}'" for n in names) + "]"
-
-
-def _run(bundle: Path, *configs: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", _configs(*configs), "--bundle_root", str(bundle),
-           "--logging_file", str(bundle / "configs" / "logging.conf")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600, cwd=bundle)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
+_run = run_bundle_cli
 
 
 @pytest.fixture(scope="module")
 def demo_data(tmp_path_factory) -> Path:
-    from monai_medunic.data.demo import generate_demo_dataset
-
-    out = tmp_path_factory.mktemp("demo") / "data"
-    generate_demo_dataset(out, num_studies=40, seed=3, num_ct_studies=0, radiograph_truth=False)
-    return out
+    return radiograph_demo_data(tmp_path_factory.mktemp("demo") / "data")
 
 
 @pytest.fixture(scope="module")
@@ -47,14 +32,11 @@ def pretrained(tmp_path_factory, demo_data) -> Path:
     """A (briefly initialised, untrained) Uni-Mlip exported in the trained-bundle layout of cxr_unimlip_pretrain."""
     from transformers import AutoTokenizer
 
-    from monai_medunic.data.datalist import manifest_datalist
     from monai_medunic.networks import UniMlip
     from monai_medunic.pretrained import export_pretrained_bundle
-    from monai_medunic.text.vocab import build_base_model
 
     tmp = tmp_path_factory.mktemp("pretrained")
-    texts = [r["report"] for r in manifest_datalist(demo_data / "manifest.jsonl", split="train")]
-    text = build_base_model(tmp / "text", texts, vocab_size=300, hidden_size=32, num_layers=2, num_heads=2, max_position_embeddings=64)
+    text = tiny_text_model(tmp / "text", demo_data)
     root = tmp / "cxr_unimlip_pretrain"
     shutil.copytree(REPO / "bundles" / "cxr_unimlip_pretrain", root, ignore=shutil.ignore_patterns("models", "logs", "eval"))
     torch.manual_seed(0)

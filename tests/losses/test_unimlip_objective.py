@@ -140,6 +140,10 @@ def test_mixing_the_terms_of_med_unic_and_uni_mlip() -> None:
     out = objective(t)
     for k in ("cvl", "ssv", "ctr"):
         assert torch.allclose(out[k], ref[k])
+    # UniMedI's CLIP term: the same sharing, and the three papers' terms in one objective
+    mixed = build_objective({"clip": 1.0, "distill_cls": {"weight": 0.5, "out_dim": 16}, "ctr": 0.5, "itc_perturbed_text": 0.2, "i2i": 0.5})
+    assert mixed.itc_perturbed_text is mixed.clip
+    assert {"distill_student_cls", "ctr_a", "text_emb_perturbed", "image_strong_a_emb"} <= mixed.required_keys
     own = build_objective({"cvl": 1.0, "itc_perturbed_image": {"weight": 0.2, "share_loss_with": None, "temperature": 0.5}})
     assert own.itc_perturbed_image is not own.cvl and own.itc_perturbed_image.temperature == pytest.approx(0.5)
 
