@@ -48,10 +48,24 @@ Tokenize = Callable[[Sequence[str]], Mapping[str, torch.Tensor]]
 
 @dataclass
 class ZeroShotPrediction:
-    """``probs``: ``(B, F)`` scores in [0, 1]; ``positive``: ``(B, F)`` decisions (``s_pos > s_neg``)."""
+    """``probs``: ``(B, F)`` scores in [0, 1]; ``positive``: ``(B, F)`` decisions; ``margin``: ``(B, F)``
+    ``s_pos - s_neg``; ``calibrated``: ``(F,)`` whether the finding's probability and decision come from
+    the bundle's calibration (:mod:`monai_medunic.metrics.calibration`) or are the paper's uncalibrated
+    ``sigmoid(margin / tau)`` and ``s_pos > s_neg``."""
 
     probs: torch.Tensor
     positive: torch.Tensor
+    margin: torch.Tensor | None = None
+    calibrated: torch.Tensor | None = None
+
+    @property
+    def decision_rule(self) -> str:
+        """How ``positive`` was decided, for outputs that record it."""
+        if self.calibrated is None or not bool(self.calibrated.any()):
+            return "s_pos > s_neg (uncalibrated)"
+        if bool(self.calibrated.all()):
+            return "margin >= per-finding threshold (Youden's J on validation); probability: Platt scaling"
+        return "calibrated where fitted (margin >= threshold, Platt), s_pos > s_neg (uncalibrated) elsewhere"
 
 
 class ZeroShotClassifier:
@@ -66,6 +80,9 @@ class ZeroShotClassifier:
         languages: prompt languages.
         temperature: ``tau`` of the score; defaults to 0.07, the CVL temperature.
         max_length: truncation length when ``tokenize`` is an HF tokenizer.
+        calibration: a trained bundle's :class:`~monai_medunic.metrics.calibration.ZeroShotCalibration`
+            (per-language thresholds and Platt scaling). Without one, decisions are the paper's
+            ``s_pos > s_neg`` and the predictions say they are uncalibrated.
     """
 
     def __init__(
@@ -76,6 +93,7 @@ class ZeroShotClassifier:
         languages: Sequence[str] = ("en", "es"),
         temperature: float = 0.07,
         max_length: int = 128,
+        calibration=None,
     ) -> None:
         if not findings:
             raise ConfigurationError("ZeroShotClassifier needs at least one finding")
@@ -90,6 +108,7 @@ class ZeroShotClassifier:
         self.findings = list(findings)
         self.languages = [str(lang).lower() for lang in languages]
         self.temperature = float(temperature)
+        self.calibration = calibration
         # validate every translation up front: a missing one fails here, naming finding and language
         self.prompts = {lang: build_prompts(self.findings, lang) for lang in self.languages}
         self._cache: dict[str, torch.Tensor] = {}
@@ -126,7 +145,12 @@ class ZeroShotClassifier:
         prompts = self.prompt_embeddings(language).to(image_emb.device)
         sims = torch.einsum("bd,fkd->bfk", image_emb.float(), prompts)
         margin = sims[..., 0] - sims[..., 1]
-        return ZeroShotPrediction(probs=torch.sigmoid(margin / self.temperature), positive=margin > 0)
+        if self.calibration is not None:
+            probs, positive, calibrated = self.calibration.apply(margin, language, self.findings, self.temperature)
+            return ZeroShotPrediction(probs=probs, positive=positive, margin=margin, calibrated=calibrated)
+        uncalibrated = torch.zeros(len(self.findings), dtype=torch.bool, device=margin.device)
+        return ZeroShotPrediction(probs=torch.sigmoid(margin / self.temperature), positive=margin > 0, margin=margin,
+                                  calibrated=uncalibrated)
 
     @torch.no_grad()
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
