@@ -80,8 +80,8 @@ class CheckpointWriteWatcher:
 def demo_data(tmp_path_factory) -> Path:
     from monai_medunic.data.demo import generate_demo_dataset
 
-    out = tmp_path_factory.mktemp("kill_demo") / "data"
-    generate_demo_dataset(out, num_studies=24, seed=3, image_size=64, num_ct_studies=0, radiograph_truth=False)
+    out = tmp_path_factory.mktemp("kill_demo") / "data"  # radiographs (with VQA pairs) and CT, as the bundles' own tests
+    generate_demo_dataset(out, num_studies=24, seed=3, num_ct_studies=8, ct_shape=(32, 48, 48), radiograph_truth=False)
     return out
 
 
@@ -118,8 +118,47 @@ def _text_mlm(dest: Path, demo_data: Path, text_model: Path) -> tuple[list[str],
     return cmd, cmd + ["--resume", "true"], dest / "models" / "checkpoints"  # resuming is opt-in here
 
 
+def _with_overrides(dest: Path, settings: dict) -> tuple[list[str], list[str], Path]:
+    """The bundle's own test settings in ``configs/test_overrides.json``; the bundle resumes by default."""
+    (dest / "configs" / "test_overrides.json").write_text(json.dumps(settings))
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file",
+           "['configs/train.json','configs/test_overrides.json']", "--bundle_root", str(dest),
+           "--logging_file", str(dest / "configs" / "logging.conf")]
+    return cmd, cmd, dest / "models" / "checkpoints"
+
+
+def _unimlip_pretrain(dest: Path, demo_data: Path, text_model: Path) -> tuple[list[str], list[str], Path]:
+    from test_cxr_unimlip_pretrain_bundle import TINY
+
+    return _with_overrides(dest, dict(TINY, dataset_dir=str(demo_data), text_model_dir=str(text_model)))
+
+
+def _ct_unimedi_pretrain(dest: Path, demo_data: Path, text_model: Path) -> tuple[list[str], list[str], Path]:
+    from test_cxr_ct_unimedi_pretrain_bundle import TINY
+
+    return _with_overrides(dest, dict(TINY, dataset_dir=str(demo_data), text_model_dir=str(text_model)))
+
+
+def _vqa(dest: Path, demo_data: Path, text_model: Path) -> tuple[list[str], list[str], Path]:
+    """Fine-tuning on an (untrained) Uni-Mlip exported in the trained-bundle layout, as the bundle's own test does."""
+    from test_cxr_vqa_bundle import TINY
+    from transformers import AutoTokenizer
+
+    from monai_medunic.networks import UniMlip
+    from monai_medunic.pretrained import export_pretrained_bundle
+
+    pretrained = dest.parent / "cxr_unimlip_pretrain"
+    shutil.copytree(REPO / "bundles" / "cxr_unimlip_pretrain", pretrained, ignore=shutil.ignore_patterns("models", "logs", "eval"))
+    torch.manual_seed(0)
+    model = UniMlip("resnet18", text_model_name_or_path=str(text_model), img_size=32, embed_dim=16, fusion_layers=1).eval()
+    export_pretrained_bundle(model, AutoTokenizer.from_pretrained(str(text_model)), pretrained, findings=["Pleural Effusion"],
+                             max_length=32)
+    return _with_overrides(dest, dict(TINY, dataset_dir=str(demo_data), pretrained_bundle=str(pretrained)))
+
+
 # bundle -> how to run it small (a new checkpointing bundle gets an entry here; the guard below enforces it)
-BUNDLES = {"cxr_medunic_pretrain": _medunic_pretrain, "cxr_text_mlm": _text_mlm}
+BUNDLES = {"cxr_medunic_pretrain": _medunic_pretrain, "cxr_text_mlm": _text_mlm, "cxr_unimlip_pretrain": _unimlip_pretrain,
+           "cxr_ct_unimedi_pretrain": _ct_unimedi_pretrain, "cxr_vqa": _vqa}
 
 
 def test_every_checkpointing_bundle_is_covered() -> None:
