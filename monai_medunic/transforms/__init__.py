@@ -15,6 +15,7 @@ from monai_medunic.transforms.dicom import (
     read_dicom,
     window_to_unit,
 )
+from monai_medunic.transforms.radiograph import LoadRadiograph, LoadRadiographd, image_format, select_radiograph
 from monai_medunic.transforms.slice_selection import SelectSlices, SelectSlicesd, choose_slices, cls_patch_attention, extract_slices, slice_relevance, top_k_slices
 from monai_medunic.transforms.sr import ReadReportFromSR, ReadReportFromSRd, SRReportText, read_report_from_sr
 from monai_medunic.transforms.views import FRONTAL, LATERAL, UNKNOWN, FrontalViewFilter, classify_view, view_evidence
@@ -59,5 +60,9 @@ __all__ = [
     "LoadNiftiVolume",
     "LoadNiftiVolumed",
     "read_dicom_series",
+    "LoadRadiograph",
+    "LoadRadiographd",
+    "image_format",
+    "select_radiograph",
     "SelectSlices", "SelectSlicesd", "choose_slices", "cls_patch_attention", "extract_slices", "slice_relevance", "top_k_slices",
 ]
