@@ -19,6 +19,12 @@ Every consumer (evaluation, the Deploy apps, MONAI Label, the linear probe) goes
 :func:`load_pretrained_bundle` and the protocol of the method network: ``encode_image(images)`` and
 ``encode_text(input_ids, attention_mask)``, plus the bundle's prompt set, whatever the method.
 Bundles exported before this layout (with ``models/inference_settings.json``) still load.
+
+On top of it, :func:`load_inference` gives the one-call inference API, :class:`PretrainedInference`:
+``embed_image``, ``embed_text``, ``score``, ``findings``, ``similarity_map`` and ``select_slices`` for
+a DICOM file or folder, a PNG, a NIfTI file or an array, every image read by
+:class:`~monai_medunic.transforms.radiograph.LoadRadiograph` (``LoadDicomImage`` for DICOM) and resized
+by the model input transform of training.
 """
 
 from __future__ import annotations
@@ -34,10 +40,13 @@ from typing import Any, Sequence
 
 import torch
 
-from monai_medunic.errors import ModelLoadError
+from monai_medunic.errors import ConfigurationError, ModelLoadError
 
 __all__ = [
     "PretrainedBundle",
+    "PretrainedInference",
+    "SimilarityMap",
+    "load_inference",
     "load_pretrained_bundle",
     "export_pretrained_bundle",
     "read_inference_settings",
@@ -68,6 +77,8 @@ class PretrainedBundle:
         model: the method network inside it (``encode_image`` / ``encode_text``; ``image_encoder``).
         tokenizer: the text encoder's tokenizer.
         settings: the ``pretrained`` section of ``inference.json``.
+        calibration: the zero-shot decision thresholds and Platt scaling of ``models/calibration.json``
+            (:mod:`monai_medunic.metrics.calibration`), or ``None`` for an uncalibrated bundle.
     """
 
     bundle_dir: Path
@@ -75,6 +86,7 @@ class PretrainedBundle:
     tokenizer: Any
     settings: dict
     metadata: dict = field(default_factory=dict)
+    calibration: Any = None
 
     @property
     def model(self) -> torch.nn.Module:
@@ -170,14 +182,16 @@ def read_inference_settings(bundle_root: str | os.PathLike) -> dict:
 
 def inference_preprocessing(bundle_root: str | os.PathLike, keys: Sequence[str] | str = "image", **load_options: Any):
     """DICOM loading (modality LUT, VOI LUT, MONOCHROME1) and the resize to the trained input size: the
-    exact pixels the bundle was validated on. ``load_options`` go to :class:`~monai_medunic.transforms.LoadDicomImaged`."""
+    exact pixels the bundle was validated on. The image may also be a DICOM folder, a PNG, a NIfTI
+    file or an array (:class:`~monai_medunic.transforms.radiograph.LoadRadiographd`); ``load_options``
+    go to :class:`~monai_medunic.transforms.LoadDicomImage` (``frame`` defaults to 0)."""
     from monai.transforms import Compose
 
-    from monai_medunic.transforms import LoadDicomImaged
     from monai_medunic.transforms.pipelines import model_input_transformd
+    from monai_medunic.transforms.radiograph import LoadRadiographd
 
     size = int(read_inference_settings(bundle_root)["spatial_size"][0])
-    return Compose([LoadDicomImaged(keys, **load_options), model_input_transformd(keys, size)])
+    return Compose([LoadRadiographd(keys, **load_options), model_input_transformd(keys, size)])
 
 
 def zero_shot_classifier(bundle_root: str | os.PathLike, model: torch.nn.Module, languages: Sequence[str] | None = None):
@@ -185,6 +199,7 @@ def zero_shot_classifier(bundle_root: str | os.PathLike, model: torch.nn.Module,
     tokenizer, for ``model`` (the bundle's network, or the method network inside it)."""
     from transformers import AutoTokenizer
 
+    from monai_medunic.metrics.calibration import load_calibration
     from monai_medunic.metrics.zero_shot import ZeroShotClassifier
 
     settings = read_inference_settings(bundle_root)
@@ -195,6 +210,7 @@ def zero_shot_classifier(bundle_root: str | os.PathLike, model: torch.nn.Module,
         settings["findings"],
         languages=list(languages) if languages else settings["prompt_languages"],
         max_length=int(settings["max_length"]),
+        calibration=load_calibration(bundle_root),
     )
 
 
@@ -261,6 +277,11 @@ def export_pretrained_bundle(
         os.replace(tmp / "text", models / "text")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    from monai_medunic.metrics.calibration import CALIBRATION_FILE
+
+    if (root / CALIBRATION_FILE).is_file():  # fitted on the earlier weights: it would mislead the new ones
+        (root / CALIBRATION_FILE).unlink()
+        logger.info("removed %s: it was fitted on the weights this export replaces", CALIBRATION_FILE)
     save_model_weights(ImageEmbedder(net), root / MODEL_FILE)
     (root / "configs").mkdir(exist_ok=True)
     config_file = root / INFERENCE_CONFIG
@@ -343,7 +364,277 @@ def load_pretrained_bundle(bundle_dir: str | os.PathLike, device: str | torch.de
         raise ModelLoadError(f"{root / TEXT_DIR}: cannot load the tokenizer: {type(err).__name__}: {err}") from err
     network.to(device).eval()
     logger.info("loaded bundle %s version %s", metadata.get("name", root.name), metadata.get("version", "?"))
-    return PretrainedBundle(bundle_dir=root, network=network, tokenizer=tokenizer, settings=settings, metadata=metadata)
+    from monai_medunic.metrics.calibration import load_calibration
+
+    return PretrainedBundle(bundle_dir=root, network=network, tokenizer=tokenizer, settings=settings, metadata=metadata,
+                            calibration=load_calibration(root))
+
+
+# --------------------------------------------------------------------------------------------------
+# The one-call inference API: load a trained bundle once, then embed, score, find and ground.
+
+#: Kinds of :meth:`PretrainedInference.similarity_map` (see :class:`SimilarityMap`).
+SIMILARITY_MAP_KINDS = ("contribution", "cosine")
+
+
+@dataclass
+class SimilarityMap:
+    """A patch-level grounding map of one image and one text (:meth:`PretrainedInference.similarity_map`).
+
+    Let ``f_p`` be the image encoder's last spatial features at patch ``p`` (ResNet ``layer4``; ViT patch
+    tokens), ``x`` the pooled feature the projector ``P_v`` reads (the mean of the ``f_p`` for a
+    ResNet, the CLS token for a ViT), ``u = P_v(x)`` the joint-space image embedding before its L2
+    normalisation, ``t`` the L2-normalised text embedding and ``J`` the Jacobian of ``P_v`` at ``x``.
+    The global score is ``s = cos(u, t) = t . u / |u|``.
+
+    * ``kind="contribution"`` (default): ``grid[p] = t . (u + J (f_p - x)) / |u|``: each patch's feature
+      projected into the joint space by ``P_v`` linearised at the image's own pooled feature
+      (``Linear -> BatchNorm -> ReLU -> Linear -> BatchNorm`` in eval mode is piecewise linear, so
+      this is exactly ``P_v`` on the ReLU pattern of ``x``), scored against the text and divided by
+      the global norm ``|u|``. For a mean-pooled encoder (ResNet) the mean of the ``f_p`` is ``x``,
+      hence **the grid's mean equals the global score**: ``grid.mean() == score`` (``offset == 0`` up
+      to rounding); each patch's value is its share of the cosine, as CAM (Zhou et al., CVPR 2016)
+      decomposes a linear classifier after global average pooling. For a CLS-pooled encoder (ViT)
+      ``grid.mean() = score - offset`` with ``offset = t . J (x - mean_p f_p) / |u|``, the part of the
+      score that the CLS token carries beyond the mean patch token.
+    * ``kind="cosine"``: ``grid[p] = cos(P_v(f_p), t)``, every patch through the full projector and
+      normalised on its own (BioViL's similarity map, Boecking et al., ECCV 2022). Values lie in
+      [-1, 1]; the grid's mean has no fixed relation to ``score`` (``offset`` is reported as is).
+
+    ``map`` is ``grid`` upsampled bilinearly (``align_corners=False``) to the image's own rows and
+    columns: the model input is the whole image resized, so the grid covers the whole image. Bilinear
+    interpolation keeps the mean only up to its edge effect, so the identity above is stated, and
+    tested, on ``grid``.
+
+    Attributes:
+        map: ``(H, W)`` float32 at the image's size (rows, columns).
+        grid: ``(h, w)`` float32, the patch grid.
+        score: the global image-text cosine (:meth:`PretrainedInference.score`).
+        offset: ``score - grid.mean()``.
+        text: the text.
+        kind: ``"contribution"`` or ``"cosine"``.
+        image: ``(H, W)`` float32 display values in [0, 1], the image as loaded (for overlays).
+    """
+
+    map: Any
+    grid: Any
+    score: float
+    offset: float
+    text: str
+    kind: str
+    image: Any = None
+
+
+class PretrainedInference:
+    """A trained bundle loaded once, with one call per question (BioViL's raw-data helpers, with the
+    DICOM grayscale pipeline of training). Build it with :func:`load_inference`.
+
+    Images may be a DICOM file or folder, a PNG, a NIfTI file, a pydicom dataset or an array (rules:
+    :mod:`monai_medunic.transforms.radiograph`); each one is read by ``LoadRadiograph``
+    (``LoadDicomImage`` for DICOM: Modality LUT, VOI LUT, MONOCHROME1) and resized by the model input
+    transform of training, exactly as :func:`inference_preprocessing`. A list of images gives a batch.
+    Only the method-agnostic protocol is used: ``model.encode_image`` / ``model.encode_text`` and the
+    bundle's prompt set; :meth:`similarity_map` also reads ``model.image_encoder`` (``feature_map`` and
+    ``pooled`` / ``cls``) and ``model.image_projection``.
+
+    Text embeddings are cached (least recently used first out, ``text_cache_size`` entries), and so
+    are the zero-shot prompt embeddings of every prompt language (encoded at load).
+
+    Args:
+        bundle: a loaded bundle (:func:`load_pretrained_bundle`).
+        text_cache_size: how many text embeddings to keep.
+    """
+
+    def __init__(self, bundle: PretrainedBundle, text_cache_size: int = 4096) -> None:
+        import threading
+        from collections import OrderedDict
+
+        from monai_medunic.transforms.pipelines import model_input_transform
+        from monai_medunic.transforms.radiograph import LoadRadiograph
+
+        self.bundle = bundle
+        self.device = next(bundle.network.parameters()).device
+        self.loader = LoadRadiograph(frame=0)
+        self.resize = model_input_transform(bundle.image_size)
+        self.classifier = zero_shot_classifier(bundle.bundle_dir, bundle.model, bundle.prompt_languages)
+        self.classifier.refresh()  # every prompt language, once
+        self.text_cache_size = int(text_cache_size)
+        self._text_cache: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+        self._lock = threading.Lock()
+
+    # ---- the bundle
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.bundle.model
+
+    @property
+    def finding_keys(self) -> list[str]:
+        return list(self.classifier.findings)
+
+    @property
+    def languages(self) -> list[str]:
+        return list(self.classifier.languages)
+
+    # ---- images
+    def load_image(self, image: Any):
+        """The image as loaded: a ``(1, H, W)`` MetaTensor of display values in [0, 1]."""
+        return self.loader(image)
+
+    def model_input(self, image: Any) -> tuple[torch.Tensor, Any]:
+        """``(1, C, S, S)`` network input on the bundle's device, and the loaded ``(1, H, W)`` image."""
+        img = self.loader(image)
+        return torch.as_tensor(self.resize(img))[None].to(self.device), img
+
+    @torch.no_grad()
+    def embed_image(self, image: Any) -> torch.Tensor:
+        """L2-normalised joint-space embedding ``(d,)`` of an image, or ``(B, d)`` of a list of images (CPU, float32)."""
+        many = isinstance(image, (list, tuple))
+        images = list(image) if many else [image]
+        if not images:
+            raise ConfigurationError("embed_image: no image given")
+        x = torch.cat([self.model_input(im)[0] for im in images])
+        emb = self.model.encode_image(x).float().cpu()
+        return emb if many else emb[0]
+
+    # ---- texts
+    @torch.no_grad()
+    def embed_text(self, text: str | Sequence[str]) -> torch.Tensor:
+        """L2-normalised joint-space embedding ``(d,)`` of a text, or ``(N, d)`` of a list (CPU, float32; cached)."""
+        many = not isinstance(text, str)
+        texts = list(text) if many else [text]
+        bad = [t for t in texts if not isinstance(t, str) or not t.strip()]
+        if not texts or bad:
+            raise ConfigurationError(f"embed_text: every text must be a non-empty string, got {bad[:1] or texts!r}")
+        with self._lock:
+            missing = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
+        for i in range(0, len(missing), 64):
+            chunk = missing[i : i + 64]
+            tok = self.bundle.tokenize(chunk)
+            emb = self.model.encode_text(tok["input_ids"].to(self.device), tok["attention_mask"].to(self.device)).float().cpu()
+            with self._lock:
+                for t, e in zip(chunk, emb):
+                    self._text_cache[t] = e
+                while len(self._text_cache) > self.text_cache_size:
+                    self._text_cache.popitem(last=False)
+        with self._lock:
+            out = []
+            for t in texts:
+                e = self._text_cache.get(t)
+                if e is None:  # evicted by a larger request meanwhile
+                    tok = self.bundle.tokenize([t])
+                    e = self.model.encode_text(tok["input_ids"].to(self.device), tok["attention_mask"].to(self.device)).float().cpu()[0]
+                    self._text_cache[t] = e
+                self._text_cache.move_to_end(t)
+                out.append(e)
+        emb = torch.stack(out)
+        return emb if many else emb[0]
+
+    # ---- questions
+    def score(self, image: Any, text: str | Sequence[str]) -> float | torch.Tensor:
+        """The image-text similarity: the cosine of the two L2-normalised joint-space embeddings
+        (Med-UniC Eq. 1's ``s``, without the temperature). One image and one text give a float; lists give
+        ``(B, N)`` (or ``(B,)`` / ``(N,)``)."""
+        txt = self.embed_text(text)
+        sims = self.embed_image(image) @ (txt.transpose(0, 1) if txt.ndim == 2 else txt)
+        return float(sims) if sims.ndim == 0 else sims
+
+    def findings(self, image: Any, language: str | None = None) -> list[dict[str, Any]]:
+        """Zero-shot findings of one image (Med-UniC Sec. 4.2) with the bundle's prompts in ``language``
+        (default: the bundle's first prompt language).
+
+        The decision is the bundle's rule, taken in one place,
+        :meth:`~monai_medunic.metrics.zero_shot.ZeroShotClassifier.classify_embeddings` of the classifier
+        :func:`zero_shot_classifier` builds from the bundle's settings: positive when the image is closer to
+        the positive prompt than to the negative one, probability ``sigmoid((s_pos - s_neg) / tau)``.
+
+        Returns:
+            one dict per finding, in the bundle's order: ``finding`` (English key), ``name`` (in the
+            language), ``probability``, ``positive``.
+        """
+        from monai_medunic.text.prompts import translate_finding
+
+        language = str(language or self.languages[0]).lower()
+        pred = self.classifier.classify_embeddings(self.embed_image(image)[None].to(self.device), language)
+        return [
+            {"finding": f, "name": translate_finding(f, language), "probability": float(p), "positive": bool(v)}
+            for f, p, v in zip(self.finding_keys, pred.probs[0].tolist(), pred.positive[0].tolist())
+        ]
+
+    def similarity_map(self, image: Any, text: str, kind: str = "contribution") -> SimilarityMap:
+        """A patch-level grounding map of ``text`` on ``image``, upsampled to the image (definitions, and
+        how its mean relates to :meth:`score`, in :class:`SimilarityMap`).
+
+        Raises:
+            ConfigurationError: an unknown ``kind``, or a method network without ``image_encoder`` /
+                ``image_projection`` (or whose encoder gives no ``feature_map``).
+        """
+        import torch.nn.functional as F
+
+        if kind not in SIMILARITY_MAP_KINDS:
+            raise ConfigurationError(f"similarity_map kind must be one of {SIMILARITY_MAP_KINDS}, got {kind!r}")
+        encoder = getattr(self.model, "image_encoder", None)
+        projection = getattr(self.model, "image_projection", None)
+        if encoder is None or projection is None:
+            raise ConfigurationError(
+                f"similarity_map needs a method network with image_encoder and image_projection; {type(self.model).__name__} has not"
+            )
+        x, img = self.model_input(image)
+        t = self.embed_text(text).to(self.device)
+        with torch.no_grad():
+            enc = encoder(x)
+        fmap = enc.get("feature_map")
+        pooled = enc["pooled"] if "pooled" in enc else enc.get("cls")
+        if fmap is None or pooled is None or fmap.ndim != 4:
+            raise ConfigurationError(f"similarity_map needs a 2D feature_map and a pooled feature from {type(encoder).__name__}")
+        feats = fmap[0].flatten(1).T.float()  # (P, C)
+        x0 = pooled.detach().float().clone().requires_grad_(True)
+        with torch.enable_grad():
+            u = projection(x0)[0]
+            (g,) = torch.autograd.grad(u @ t, x0)  # J^T t
+        u = u.detach()
+        norm = u.norm()
+        score = float(u @ t / norm)
+        with torch.no_grad():
+            if kind == "contribution":
+                values = (u @ t + (feats - x0.detach()) @ g[0]) / norm
+            else:
+                values = F.cosine_similarity(projection(feats), t[None], dim=-1)
+            grid = values.reshape(fmap.shape[2:])
+            full = F.interpolate(grid[None, None], size=tuple(img.shape[1:]), mode="bilinear", align_corners=False)[0, 0]
+        return SimilarityMap(
+            map=full.cpu().numpy(),
+            grid=grid.cpu().numpy(),
+            score=score,
+            offset=score - float(grid.mean()),
+            text=text,
+            kind=kind,
+            image=torch.as_tensor(img)[0].cpu().numpy(),
+        )
+
+    def select_slices(self, volume: Any, text: str | None = None, k: int | None = None) -> "SliceSelection":
+        """The ``k`` slices of a CT volume most relevant to ``text`` (or, without text, by the CLS attention),
+        with the per-slice scores (UniMedI Sec. 3.2): :func:`select_slices_from_bundle` on this bundle.
+
+        Raises:
+            ConfigurationError: the bundle is not a UniMedI bundle.
+        """
+        if self.bundle.method != "unimedi":
+            raise ConfigurationError(f"{self.bundle.bundle_dir}: slice selection needs a trained UniMedI bundle "
+                                     f"(this bundle's method is '{self.bundle.method}')")
+        return select_slices_from_bundle(self.bundle, volume, text=text, k=k)
+
+
+def load_inference(bundle_dir: str | os.PathLike, device: str | torch.device = "cpu", text_cache_size: int = 4096) -> PretrainedInference:
+    """Load a trained bundle for the one-call inference API (:class:`PretrainedInference`), on CPU or CUDA.
+
+    Raises:
+        ModelLoadError: the folder is not a trained bundle (names the path and the file).
+        ConfigurationError: ``device`` is CUDA on a machine without a GPU.
+    """
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigurationError(f"device '{device}': CUDA is not available on this machine")
+    return PretrainedInference(load_pretrained_bundle(bundle_dir, device=device), text_cache_size=text_cache_size)
 
 
 # --------------------------------------------------------------------------------------------------

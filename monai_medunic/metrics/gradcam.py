@@ -90,6 +90,13 @@ def prompt_gradcam(
     j = classifier.findings.index(finding)
     wrapper = PromptSimilarityModel(model, prompts[j, 0] - prompts[j, 1]).to(images.device)
     layer = target_layer or default_target_layer(model)
+    try:
+        hooked = wrapper.get_submodule(layer)
+    except AttributeError:
+        raise ConfigurationError(f"Grad-CAM target layer '{layer}' is not a module of {type(model).__name__}") from None
+    # MONAI's ModelWithHooks keeps no handle to the hooks it registers on the (shared) target layer: without
+    # this, every call would leave one forward and one full backward hook on the bundle's network for good
+    hooks_before = (set(hooked._forward_hooks), set(hooked._backward_hooks))
     cam = GradCAM(nn_module=wrapper, target_layers=layer, postprocessing=lambda x: x)
     was_training = model.training
     grad_state = [p.requires_grad for p in model.parameters()]
@@ -98,6 +105,10 @@ def prompt_gradcam(
             p.requires_grad_(True)
         raw = cam(images.float(), class_idx=0)
     finally:
+        for key in set(hooked._forward_hooks) - hooks_before[0]:
+            del hooked._forward_hooks[key]
+        for key in set(hooked._backward_hooks) - hooks_before[1]:
+            del hooked._backward_hooks[key]
         for p, g in zip(model.parameters(), grad_state):
             p.requires_grad_(g)
         model.zero_grad(set_to_none=True)

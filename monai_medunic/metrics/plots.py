@@ -5,6 +5,8 @@
   :mod:`monai_medunic.metrics.language_gap`.
 * :func:`plot_roc_curves` -- one ROC panel per finding, one curve per prompt language.
 * :func:`plot_loss_curves` -- training-loss curves from per-iteration dicts, for one or several runs.
+* :func:`plot_similarity_overlay` -- a grounding map (similarity map, Grad-CAM) over its radiograph,
+  with the lesion mask's outline when there is one.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import torch
 
 from monai_medunic.errors import MetricInputError
 
-__all__ = ["plot_tsne", "plot_roc_curves", "plot_loss_curves", "finding_names_for_plot"]
+__all__ = ["plot_tsne", "plot_roc_curves", "plot_loss_curves", "plot_similarity_overlay", "finding_names_for_plot"]
 
 
 def _pyplot():
@@ -225,5 +227,65 @@ def plot_loss_curves(
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return os.fspath(path)
+
+
+def plot_similarity_overlay(
+    path: str | os.PathLike,
+    image,
+    saliency,
+    mask=None,
+    title: str = "",
+    alpha: float = 0.45,
+    cmap: str = "jet",
+) -> str:
+    """The radiograph, then one panel per map over it, each in its own value range with a colour bar (so a
+    signed similarity map shows its real scale) and a cross at its maximum; the outline of ``mask`` on every panel.
+
+    Args:
+        image: ``(H, W)`` display values (e.g. :attr:`~monai_medunic.pretrained.SimilarityMap.image`).
+        saliency: an ``(H, W)`` map at the image's size (e.g. :attr:`~monai_medunic.pretrained.SimilarityMap.map`),
+            or ``{panel title: map}`` for several maps side by side.
+        mask: optional ``(H, W)`` lesion mask, drawn as a white outline.
+    """
+    img = _np(image)
+    maps = {"": saliency} if not isinstance(saliency, Mapping) else dict(saliency)
+    if img.ndim != 2 or not maps:
+        raise MetricInputError(f"plot_similarity_overlay: the image must be 2D (got {img.shape}) and at least one map given")
+    arrays = {}
+    for name, sal in maps.items():
+        sal = _np(sal)
+        if sal.shape != img.shape:
+            raise MetricInputError(f"plot_similarity_overlay: the map {name!r} {sal.shape} must have the image's shape {img.shape}")
+        if not np.isfinite(sal).all():
+            raise MetricInputError(f"plot_similarity_overlay: the map {name!r} holds NaN or infinite values")
+        arrays[name] = sal
+    m = None
+    if mask is not None:
+        m = _np(mask) > 0.5
+        if m.shape != img.shape:
+            raise MetricInputError(f"plot_similarity_overlay: the mask {m.shape} must have the image's shape {img.shape}")
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 1 + len(arrays), figsize=(3.8 * (1 + len(arrays)), 3.8), squeeze=False)
+    axes = axes[0]
+    axes[0].imshow(img, cmap="gray")
+    for ax, (name, sal) in zip(axes[1:], arrays.items()):
+        ax.imshow(img, cmap="gray")
+        lo, hi = float(sal.min()), float(sal.max())
+        shown = ax.imshow(sal, cmap=cmap, alpha=alpha, vmin=lo, vmax=hi if hi > lo else lo + 1e-6)
+        fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04)
+        if hi > lo:
+            peak = np.unravel_index(int(np.argmax(sal)), sal.shape)
+            ax.plot([peak[1]], [peak[0]], marker="+", color="white", markersize=12, mew=2)
+        ax.set_title(name if hi > lo else f"{name} (flat map)".strip(), fontsize=8)
+    for ax in axes:
+        if m is not None and m.any():
+            ax.contour(m, levels=[0.5], colors="white", linewidths=1.0)
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
     plt.close(fig)
     return os.fspath(path)

@@ -60,9 +60,12 @@ def test_gradcam_map_shape_finite_and_finding_specific(classifier) -> None:
     assert np.abs(a - b).max() > 1e-3
     es = prompt_gradcam(classifier, images, "Cardiomegaly", "es")
     assert es.shape == a.shape and np.isfinite(es).all()
-    # the model is left as it was: eval mode, no stale gradients
+    # the model is left as it was: eval mode, no stale gradients, and no hook left on the target layer
     model = classifier._unwrapped()
     assert not model.training and all(p.grad is None for p in model.parameters())
+    layer4 = model.image_encoder.backbone.layer4
+    assert not layer4._forward_hooks and not layer4._backward_hooks
+    assert np.array_equal(prompt_gradcam(classifier, images, "Cardiomegaly", "en"), a)  # repeatable
 
 
 def test_gradcam_wrapper_is_the_zero_shot_margin(classifier) -> None:
