@@ -12,11 +12,17 @@ environment (``.venv-label``) with ``--studies`` on Orthanc's DICOMweb root.
 * **bare forward**: the image encoder + zero-shot head on the preprocessed ``(1, 1, S, S)`` tensor,
   in this process (main environment), with the server idle.
 
+* **grounding**: warm ``POST /infer/grounding`` (a free-text prompt's similarity map, returned as a
+  NIfTI label of the radiograph's size) against the same map computed in-process by the inference API
+  (``similarity_map`` on the loaded image: resize, forward, projector gradient, upsampling to
+  1841 x 1955) and against the bare forward.
+
 The goal is warm ``/infer`` <= 2 x bare forward. Medians and minima are both reported (minima are the
 least disturbed by other load on the machine). By default the model is an untrained bundle with the
 architecture of ``cxr_medunic_pretrain``'s ``train.json`` (ResNet-50 at 224 px; weights do not change
 the cost); ``--model`` takes a trained bundle. Writes ``benchmarks/results/bench_label_infer.{json,md}``
-and ``benchmarks/results/label_infer_transcript.txt`` (one request and its answer) and prints the table.
+and ``benchmarks/results/label_infer_transcript.txt`` / ``label_grounding_transcript.txt`` (one request
+and its answer per task) and prints the table.
 
     python benchmarks/bench_label_infer.py [--model BUNDLE] [--requests 20]
 """
@@ -66,6 +72,25 @@ def bare_forward(model: Path, source: Path, n: int) -> dict:
             clf(image, "en")
             times.append(time.perf_counter() - t)
     return {"forward": times, "preprocess_once_s": preprocess_s, "image_shape": list(image.shape)}
+
+
+GROUNDING_TEXT = "Pleural effusion"
+
+
+def bare_grounding(model: Path, source: Path, n: int) -> dict:
+    """The inference API's similarity map of the loaded image, in this process (after warm-up)."""
+    from monai_medunic.pretrained import load_inference
+
+    api = load_inference(model)
+    image = api.load_image(source)
+    for _ in range(2):
+        api.similarity_map(image, GROUNDING_TEXT)
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        api.similarity_map(image, GROUNDING_TEXT)
+        times.append(time.perf_counter() - t)
+    return {"similarity_map": times}
 
 
 def transcript(reply) -> str:
@@ -125,9 +150,20 @@ def main(argv: list[str] | None = None) -> int:
                     reply.raise_for_status()
                     server_total.append(reply.json()["latencies"]["total"])
                 record = transcript(reply)
+                gurl = f"{label.url}/infer/grounding"
+                gparams = {"params": json.dumps({"text": GROUNDING_TEXT})}
+                requests.post(gurl, params=query, data=gparams, timeout=600).raise_for_status()  # warm-up
+                grounding = []
+                for i in range(args.requests):
+                    t = time.perf_counter()
+                    greply = requests.post(gurl, params=query, data=gparams, timeout=600)
+                    grounding.append(time.perf_counter() - t)
+                    greply.raise_for_status()
+                grounding_record = transcript(greply)
             finally:
                 label.stop()
         bare = bare_forward(model, source, args.requests)
+        bare_map = bare_grounding(model, source, args.requests)
 
     def stat(values: list[float]) -> tuple[float, float]:
         return statistics.median(values), min(values)
@@ -137,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         ("bare forward, 1 image (encoder + zero-shot head), in-process", fwd),
         ("warm POST /infer round trip (HTTP, cached series, DICOM decode + VOI LUT, forward)", stat(warm)),
         ("  of which the task, as MONAI Label times it (latencies.total, 10 ms steps)", stat(server_total)),
+        ("inference API similarity_map, 1 image, in-process (to 1841x1955)", stat(bare_map["similarity_map"])),
+        ("warm POST /infer/grounding round trip (map + NIfTI label, JSON answer)", stat(grounding)),
     ]
     rows = [(name, med_s, min_s, med_s / fwd[0], min_s / fwd[1]) for name, (med_s, min_s) in rows]
     once = [
@@ -153,17 +191,22 @@ def main(argv: list[str] | None = None) -> int:
         "requests": args.requests,
         "warm_x_forward_median": rows[1][3],
         "warm_x_forward_min": rows[1][4],
+        "grounding_x_api_map_median": rows[4][1] / rows[3][1],
+        "grounding_x_forward_median": rows[4][3],
         "goal_warm_x_forward": 2.0,
         "load_average_1min": os.getloadavg()[0],
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "label_infer_transcript.txt").write_text(record, encoding="utf-8")
+    (RESULTS / "label_grounding_transcript.txt").write_text(grounding_record, encoding="utf-8")
     with open(RESULTS / "bench_label_infer.json", "w", encoding="utf-8") as f:
         json.dump(
             {
                 "meta": meta,
                 "bare": bare,
                 "warm_s": warm,
+                "grounding_s": grounding,
+                "bare_similarity_map_s": bare_map["similarity_map"],
                 "server_total_s": server_total,
                 "cold": dict(once),
                 "rows": [
@@ -187,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     md = (
         "# MONAI Label app: /infer latency vs the bare model forward\n\n"
         f"{table}\n\nwarm /infer = {meta['warm_x_forward_median']:.2f} x bare forward (median; "
-        f"{meta['warm_x_forward_min']:.2f} from the minima): {verdict} the goal of <= 2.\n\n"
+        f"{meta['warm_x_forward_min']:.2f} from the minima): {verdict} the goal of <= 2.\n"
+        f"warm /infer/grounding = {meta['grounding_x_api_map_median']:.2f} x the API's similarity_map in-process (median).\n\n"
         f"Machine: {meta['machine']}, {meta['cpus']} CPU(s), torch threads {meta['torch_threads']}, "
         f"1-min load average at the end {meta['load_average_1min']:.1f}. Model: {meta['model']}. "
         f"Input: {meta['source']}. {args.requests} warm requests.\n"

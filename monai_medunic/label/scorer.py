@@ -1,18 +1,21 @@
 """What the MONAI Label tasks need from a trained bundle, loaded in one place.
 
 :func:`load_findings_scorer` is the only function of :mod:`monai_medunic.label` that touches
-:mod:`monai_medunic.pretrained`. It loads the bundle with
-:func:`~monai_medunic.pretrained.load_pretrained_bundle`, builds the zero-shot classifier with
-:func:`~monai_medunic.pretrained.zero_shot_classifier` (Med-UniC Sec. 4.2: an image is positive for a
-finding when its cosine similarity to the positive prompt exceeds that to the negative prompt; the
-score is ``sigmoid((s_pos - s_neg) / tau)``) and the preprocessing of
-:func:`~monai_medunic.pretrained.inference_preprocessing` (``LoadDicomImage``: Modality LUT, VOI LUT,
-MONOCHROME1; then the resize to the trained size), i.e. exactly what training validated on and what
-the Deploy app ``cxr_findings`` runs. When the one-call inference API of ``pretrained`` lands, this
-function is the one to switch to it; the tasks only see :class:`FindingsScorer`.
+:mod:`monai_medunic.pretrained`. It loads the bundle once with the one-call inference API,
+:func:`~monai_medunic.pretrained.load_inference`, and hands the tasks a :class:`FindingsScorer`
+around it:
 
-The prompt embeddings of every prompt language are encoded once, here, and cached by the classifier;
-a request then costs one image-encoder forward pass and one product with the cached prompt matrix.
+* zero-shot findings are :meth:`~monai_medunic.pretrained.PretrainedInference.findings` (Med-UniC
+  Sec. 4.2: positive when the image is closer to the positive prompt than to the negative one, score
+  ``sigmoid((s_pos - s_neg) / tau)``; the bundle's decision rule, taken in one place);
+* grounding maps are :meth:`~monai_medunic.pretrained.PretrainedInference.similarity_map`;
+* every image is read as the API reads it (``LoadDicomImage``: Modality LUT, VOI LUT, MONOCHROME1;
+  then the resize to the trained size, :func:`~monai_medunic.pretrained.inference_preprocessing`),
+  i.e. exactly what training validated on and what the Deploy app ``cxr_findings`` runs.
+
+The prompt embeddings of every prompt language are encoded once, at load, and cached by the API
+(free-text prompts of the grounding task too); a findings request then costs one image-encoder
+forward pass and one product with the cached prompt matrix.
 """
 
 from __future__ import annotations
@@ -22,9 +25,12 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
+
+if TYPE_CHECKING:
+    from monai_medunic.pretrained import PretrainedInference
 
 __all__ = ["FindingsScorer", "load_findings_scorer"]
 
@@ -43,7 +49,7 @@ class FindingsScorer:
         image_size: the trained input size.
         device: where the network runs.
         preprocess: dictionary transform: ``{"image": DICOM file or dataset}`` -> ``(1, S, S)`` float32.
-        classify: ``(images (B, 1, S, S), language) -> (probs (B, F), positive (B, F))``.
+        inference: the one-call inference API over the bundle (``findings``, ``similarity_map``, ...).
         load_seconds: bundle loading + prompt encoding time.
     """
 
@@ -55,7 +61,7 @@ class FindingsScorer:
     image_size: int
     device: torch.device
     preprocess: Callable[[dict], dict]
-    classify: Callable[[torch.Tensor, str], tuple[torch.Tensor, torch.Tensor]]
+    inference: PretrainedInference
     load_seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -66,37 +72,28 @@ def load_findings_scorer(bundle_dir: str | os.PathLike, device: str | torch.devi
     Raises:
         ModelLoadError: the folder is not a trained bundle (the message names the path and the file).
     """
-    from monai_medunic.pretrained import inference_preprocessing, load_pretrained_bundle, zero_shot_classifier
+    from monai_medunic.pretrained import inference_preprocessing, load_inference
 
     t0 = time.perf_counter()
-    device = torch.device(device)
-    bundle = load_pretrained_bundle(bundle_dir, device=device)
-    classifier = zero_shot_classifier(bundle.bundle_dir, bundle.model, bundle.prompt_languages)
-    classifier.refresh()  # every language's prompt embeddings, once
-    preprocess = inference_preprocessing(bundle.bundle_dir, keys="image", frame=0)
-
-    @torch.no_grad()
-    def classify(images: torch.Tensor, language: str) -> tuple[torch.Tensor, torch.Tensor]:
-        pred = classifier(images.to(device=device, dtype=torch.float32), language)
-        return pred.probs.cpu(), pred.positive.cpu()
-
+    inference = load_inference(bundle_dir, device=device)
+    bundle = inference.bundle
     scorer = FindingsScorer(
         bundle_dir=Path(bundle.bundle_dir),
         name=bundle.name,
         version=bundle.version,
-        findings=list(bundle.findings),
-        languages=list(classifier.languages),
+        findings=list(inference.finding_keys),
+        languages=list(inference.languages),
         image_size=int(bundle.image_size),
-        device=device,
-        preprocess=preprocess,
-        classify=classify,
+        device=inference.device,
+        preprocess=inference_preprocessing(bundle.bundle_dir, keys="image", frame=0),
+        inference=inference,
         load_seconds=time.perf_counter() - t0,
     )
     logger.info(
         "bundle %s %s on %s: %d findings, prompt languages %s (%.2f s)",
         scorer.name,
         scorer.version,
-        device,
+        scorer.device,
         len(scorer.findings),
         scorer.languages,
         scorer.load_seconds,

@@ -1,39 +1,52 @@
-"""MONAI Label infer tasks over a trained Med-UniC bundle.
+"""MONAI Label infer tasks over a trained vision-language bundle.
 
 Every task of the app derives from :class:`MedUniCInferTask`, a MONAI Label
 :class:`~monailabel.tasks.infer.basic_infer.BasicInferTask` that
 
 * reads the image the datastore hands it (the folder of a DICOM series fetched from the PACS, or an
-  uploaded DICOM file) with :class:`~monai_medunic.label.images.SelectRadiographd` and the bundle's
-  own preprocessing (``LoadDicomImage``, then the resize to the trained size): the original
-  instance, with its VOI LUT and MONOCHROME1 polarity, never a NIfTI conversion of it;
+  uploaded DICOM file) with :class:`~monai_medunic.label.images.SelectRadiographd` and
+  :class:`~monai_medunic.transforms.radiograph.LoadRadiographd` (``LoadDicomImage``: the original
+  instance, with its VOI LUT and MONOCHROME1 polarity, never a NIfTI conversion of it); the one-call
+  inference API (:class:`~monai_medunic.pretrained.PretrainedInference`) then resizes it to the
+  trained size, as training did;
 * validates its request parameters (:meth:`MedUniCInferTask.parse_params`) before anything runs,
   raising :class:`InvalidParameterError` (answered 422) with the parameter's name and what it takes;
 * runs the network itself (``run_inferer``) instead of MONAI Label's network cache, which deep-copies
   the network and unpickles checkpoints with ``torch.load``.
 
-:class:`ZeroShotFindingsTask` is the first task: Med-UniC's zero-shot classification (Sec. 4.2) with
-English or Spanish prompts. More tasks (grounding, segmentation, slice selection) add a subclass here
-and a task config in the app's ``lib/configs``.
+Tasks:
+
+* :class:`ZeroShotFindingsTask`: Med-UniC's zero-shot classification (Sec. 4.2) with English or
+  Spanish prompts (:meth:`~monai_medunic.pretrained.PretrainedInference.findings`);
+* :class:`GroundingTask`: the similarity map of a free-text prompt
+  (:meth:`~monai_medunic.pretrained.PretrainedInference.similarity_map`), returned as a label image.
+
+A new task (segmentation from ``cxr_segmentation``, CT slice selection from UniMedI) is one subclass
+here (its parameters in :meth:`~MedUniCInferTask.parse_params`, its work in ``run_inferer``, its answer
+in ``writer``) and one task config in the app's ``lib/configs``.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import os
+import tempfile
 from typing import Any, Callable, Mapping, Sequence
 
+import numpy as np
 import torch
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.basic_infer import BasicInferTask
 from monailabel.utils.others.generic import device_list, device_map
 
-from monai_medunic.text.prompts import translate_finding
+from monai_medunic.transforms.radiograph import LoadRadiographd
 
 from .images import SOURCE_KEY, SelectRadiographd
 from .scorer import FindingsScorer
 
-__all__ = ["InvalidParameterError", "MedUniCInferTask", "ZeroShotFindingsTask", "DISCLAIMER"]
+__all__ = ["InvalidParameterError", "MedUniCInferTask", "ZeroShotFindingsTask", "GroundingTask", "DISCLAIMER"]
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +122,7 @@ class MedUniCInferTask(BasicInferTask):
         return super().__call__(request, callbacks)
 
     def pre_transforms(self, data=None) -> Sequence[Callable]:
-        return [SelectRadiographd(keys=self.input_key), self.scorer.preprocess]
+        return [SelectRadiographd(keys=self.input_key), LoadRadiographd(keys=self.input_key, frame=0)]
 
     def post_transforms(self, data=None) -> Sequence[Callable]:
         return []
@@ -151,27 +164,109 @@ class ZeroShotFindingsTask(MedUniCInferTask):
         return params
 
     def run_inferer(self, data: dict[str, Any], convert_to_batch: bool = True, device: str = "cpu") -> dict[str, Any]:
-        image = data[self.input_key]
-        image = image if torch.is_tensor(image) else torch.as_tensor(image)
-        probs, positive = self.scorer.classify(image[None] if convert_to_batch else image, data["language"])
-        data[self.output_label_key] = probs[0]
-        data["positive"] = positive[0]
+        data["findings"] = self.scorer.inference.findings(data[self.input_key], data["language"])
         return data
 
     def writer(self, data: dict[str, Any], extension=None, dtype=None) -> tuple[None, dict[str, Any]]:
-        language = data["language"]
-        probs = [float(p) for p in data[self.output_label_key].tolist()]
-        positive = [bool(v) for v in data["positive"].tolist()]
-        findings = [
-            {"finding": key, "name": translate_finding(key, language), "probability": p, "positive": pos}
-            for key, p, pos in zip(self.scorer.findings, probs, positive)
-        ]
+        findings = data["findings"]
         result = {
-            "language": language,
+            "language": data["language"],
             "algorithm": self._algorithm(),
             "source": self._source(data),
             "findings": findings,
-            "prediction": [{"idx": i, "label": key, "score": p} for i, (key, p) in enumerate(zip(self.scorer.findings, probs))],
+            "prediction": [{"idx": i, "label": f["finding"], "score": f["probability"]} for i, f in enumerate(findings)],
             "disclaimer": DISCLAIMER,
         }
         return None, result
+
+
+#: the longest free-text prompt the grounding task takes (characters)
+MAX_PROMPT_CHARS = 512
+GROUNDING_LABELS = ("heatmap", "mask")
+
+
+class GroundingTask(MedUniCInferTask):
+    """Phrase grounding: where in the radiograph the bundle finds a free-text prompt, as a label image.
+
+    Request parameters:
+
+    * ``text`` (required): the prompt, any language the text encoder was trained on (at most
+      :data:`MAX_PROMPT_CHARS` characters);
+    * ``kind``: ``contribution`` (default: each patch's share of the image-text cosine, the map's mean
+      over the patch grid is the global score) or ``cosine`` (each patch's own cosine); see
+      :class:`~monai_medunic.pretrained.SimilarityMap`;
+    * ``label``: ``heatmap`` (default: the map scaled from its min..max to 0..255, uint8) or ``mask``
+      (1 where the scaled map is ``>= threshold``, the region the grounding metric's IoU scores);
+    * ``threshold``: in (0, 1], default 0.5.
+
+    The label is a 2D NIfTI of the radiograph's rows and columns with its pixel spacing (the layout of
+    the demo's truth masks: array ``(rows, columns)``, spacing on the affine's diagonal); the JSON
+    answer holds the global ``score``, the map's ``min`` / ``max`` / grid ``mean``, the ``peak``
+    ``[row, column]``, the grid size and the instance scored (UIDs only).
+    """
+
+    def __init__(self, scorer: FindingsScorer) -> None:
+        super().__init__(
+            scorer,
+            type=InferType.SEGMENTATION,
+            labels=["grounding"],
+            description=(
+                f"Phrase grounding: similarity map of a free-text prompt on a chest X-ray ({scorer.name} {scorer.version}); "
+                f"params text (required), kind contribution|cosine, label heatmap|mask, threshold. {DISCLAIMER}"
+            ),
+            config={"text": "", "kind": ["contribution", "cosine"], "label": list(GROUNDING_LABELS), "threshold": 0.5},
+        )
+
+    def parse_params(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        params = super().parse_params(request)
+        text = request.get("text")
+        if not isinstance(text, str) or not text.strip() or len(text) > MAX_PROMPT_CHARS:
+            raise InvalidParameterError("text", text, f"is required: a non-empty prompt of at most {MAX_PROMPT_CHARS} characters")
+        params["text"] = text.strip()
+        params["kind"] = _choice("kind", request.get("kind", self._config["kind"]), ("contribution", "cosine"))
+        params["label"] = _choice("label", request.get("label", self._config["label"]), GROUNDING_LABELS)
+        threshold = request.get("threshold", self._config["threshold"])
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 < float(threshold) <= 1.0 or not math.isfinite(threshold):
+            raise InvalidParameterError("threshold", threshold, "must be a number in (0, 1]")
+        params["threshold"] = float(threshold)
+        return params
+
+    def run_inferer(self, data: dict[str, Any], convert_to_batch: bool = True, device: str = "cpu") -> dict[str, Any]:
+        image = data[self.input_key]
+        data["similarity"] = self.scorer.inference.similarity_map(image, data["text"], kind=data["kind"])
+        data["pixel_spacing"] = image.meta.get("pixel_spacing") if hasattr(image, "meta") else None
+        return data
+
+    def writer(self, data: dict[str, Any], extension=None, dtype=None) -> tuple[str, dict[str, Any]]:
+        from monai_medunic.data.demo.truth import write_mask_nifti_2d
+
+        smap = data["similarity"]
+        values = np.asarray(smap.map, dtype=np.float64)
+        lo, hi = float(values.min()), float(values.max())
+        scaled = (values - lo) / (hi - lo) if hi > lo else np.zeros_like(values)
+        label = (scaled >= data["threshold"]).astype(np.uint8) if data["label"] == "mask" else np.round(scaled * 255).astype(np.uint8)
+        spacing = data.get("pixel_spacing") or (1.0, 1.0)
+        fd, path = tempfile.mkstemp(prefix="grounding_", suffix=".nii.gz")
+        os.close(fd)
+        write_mask_nifti_2d(path, label, (float(spacing[0]), float(spacing[1])))
+        peak = np.unravel_index(int(np.argmax(values)), values.shape)
+        result = {
+            "text": smap.text,
+            "kind": smap.kind,
+            "label": data["label"],
+            "threshold": data["threshold"],
+            "score": smap.score,
+            "map": {
+                "min": lo,
+                "max": hi,
+                "grid_mean": float(np.mean(smap.grid)),
+                "offset": smap.offset,
+                "peak": [int(peak[0]), int(peak[1])],
+                "grid": list(np.shape(smap.grid)),
+                "shape": list(values.shape),
+            },
+            "algorithm": self._algorithm(),
+            "source": self._source(data),
+            "disclaimer": DISCLAIMER,
+        }
+        return path, result

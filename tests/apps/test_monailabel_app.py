@@ -33,6 +33,7 @@ from orthanc import OrthancServer
 
 RG1 = Path(get_testdata_file("RG1_UNCI.dcm"))
 TASK = "zero_shot_findings"
+GROUNDING = "grounding"
 HTTP_TIMEOUT = 120
 TOL = 1e-5
 
@@ -46,8 +47,9 @@ class Stack:
         self.bad_start: tuple[int, str] | None = None
         self.series: dict[str, dict] = {}  # SeriesInstanceUID -> header facts of the uploaded file
 
-    def infer(self, image: str | None, params: dict | str | None = None, task: str = TASK, **kw) -> requests.Response:
-        query = {"output": "json"}
+    def infer(self, image: str | None, params: dict | str | None = None, task: str = TASK, query_output: str = "json",
+              **kw) -> requests.Response:
+        query = {"output": query_output}
         if image is not None:
             query["image"] = image
         data = {"params": params if isinstance(params, str) else json.dumps(params or {})}
@@ -140,13 +142,16 @@ def _probs(answer: dict) -> list[float]:
 def test_info_lists_the_tasks_built_from_the_bundle(stack, tiny_bundle):
     info = requests.get(f"{stack.label.url}/info/", timeout=HTTP_TIMEOUT).json()
     bundle = load_pretrained_bundle(tiny_bundle)
-    assert list(info["models"]) == [TASK]
+    assert sorted(info["models"]) == [GROUNDING, TASK]
+    grounding = info["models"][GROUNDING]
+    assert grounding["type"] == "segmentation" and grounding["labels"] == ["grounding"]
+    assert grounding["config"]["kind"] == ["contribution", "cosine"] and "not a diagnosis" in grounding["description"]
     task = info["models"][TASK]
     assert task["type"] == "classification" and task["dimension"] == 2
     assert task["labels"] == bundle.findings
     assert task["config"]["language"] == ["en", "es"]  # the default first, then the bundle's other languages
     assert bundle.name in task["description"] and "not a diagnosis" in task["description"]
-    assert info["labels"] == bundle.findings
+    assert sorted(info["labels"]) == sorted([*bundle.findings, "grounding"])  # MONAI Label's union over the tasks
     # the datastore lists the PACS's CR series (its QIDO-RS filter), read from Orthanc
     cr_series = [uid for uid, h in stack.series.items() if h["modality"] == "CR"]
     assert info["datastore"]["total"] == len(cr_series) >= 2
@@ -210,6 +215,43 @@ def test_uploaded_file_gets_the_same_answer(stack):
     np.testing.assert_allclose(_probs(reply.json()), _probs(from_pacs), atol=1e-7)
 
 
+# ------------------------------------------------------------------------------------- grounding
+
+
+@pytest.mark.slow
+def test_grounding_map_of_a_free_text_prompt_returned_as_a_label(stack, tiny_bundle, tmp_path):
+    import nibabel as nib
+
+    from monai_medunic.pretrained import load_inference
+
+    src = pydicom.dcmread(RG1, stop_before_pixels=True)
+    series, text = str(src.SeriesInstanceUID), "Derrame pleural izquierdo"
+    reply = stack.infer(series, {"text": text}, task=GROUNDING)
+    assert reply.status_code == 200, reply.text[:2000]
+    answer = reply.json()
+    assert answer["text"] == text and answer["kind"] == "contribution" and answer["label"] == "heatmap"
+    assert answer["source"]["sop_instance_uid"] == str(src.SOPInstanceUID)
+    # the API on the file itself: same score, same map (the server reads the original MONOCHROME1 instance)
+    direct = load_inference(tiny_bundle).similarity_map(RG1, text)
+    assert answer["score"] == pytest.approx(direct.score, abs=TOL)
+    assert answer["map"]["grid_mean"] == pytest.approx(answer["score"], abs=TOL)  # the documented identity
+    assert answer["map"]["min"] == pytest.approx(float(direct.map.min()), abs=TOL)
+    assert answer["map"]["max"] == pytest.approx(float(direct.map.max()), abs=TOL)
+    assert answer["map"]["shape"] == [src.Rows, src.Columns]
+    # the label file: the map scaled to 0..255 on the radiograph's rows and columns
+    image = stack.infer(series, {"text": text}, task=GROUNDING, query_output="image")
+    assert image.status_code == 200 and image.content[:2] == b"\x1f\x8b"  # gzipped NIfTI
+    (tmp_path / "heat.nii.gz").write_bytes(image.content)
+    heat = np.asarray(nib.load(tmp_path / "heat.nii.gz").dataobj)
+    scaled = (direct.map - direct.map.min()) / (direct.map.max() - direct.map.min())
+    assert heat.shape == (src.Rows, src.Columns) and heat.dtype == np.uint8
+    assert np.abs(heat.astype(int) - np.round(scaled * 255)).max() <= 1
+    mask = stack.infer(series, {"text": text, "label": "mask", "threshold": 0.7}, task=GROUNDING, query_output="image")
+    (tmp_path / "mask.nii.gz").write_bytes(mask.content)
+    binary = np.asarray(nib.load(tmp_path / "mask.nii.gz").dataobj)
+    assert set(np.unique(binary)) <= {0, 1} and abs(int(binary.sum()) - int((scaled >= 0.7).sum())) <= 0.001 * binary.size
+
+
 # ---------------------------------------------------------------------------------- demo studies
 
 
@@ -249,6 +291,11 @@ def _bad_requests(series: str) -> list[tuple[str, dict, int, str]]:
         ("language not a string", dict(image=series, params={"language": 3}), 422, "parameter 'language'"),
         ("bad device", dict(image=series, params={"device": "tpu"}), 422, "parameter 'device'"),
         ("params not JSON", dict(image=series, params="{language: es"), 422, "params must be a JSON object"),
+        ("grounding without text", dict(task=GROUNDING, image=series, params={}), 422, "parameter 'text': is required"),
+        ("grounding bad kind", dict(task=GROUNDING, image=series, params={"text": "effusion", "kind": "gradcam"}), 422,
+         "parameter 'kind'"),
+        ("grounding bad threshold", dict(task=GROUNDING, image=series, params={"text": "effusion", "threshold": 2}), 422,
+         "parameter 'threshold'"),
     ]
 
 
