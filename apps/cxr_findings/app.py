@@ -16,7 +16,7 @@ or with the SDK's environment variables ``HOLOSCAN_INPUT_PATH``, ``HOLOSCAN_OUTP
 Pipeline (``compose``)::
 
     ScreenedDICOMDataLoaderOperator (the SDK's DICOMDataLoaderOperator, screening unreadable files)
-      -> DICOMSeriesSelectorOperator (series_selection_rules.json: CR/DX, frontal, ORIGINAL/PRIMARY first)
+      -> DICOMSeriesSelectorOperator (monai_medunic.deploy.app_support rules: CR/DX, frontal, ORIGINAL/PRIMARY first)
       -> CXRPreprocessOperator       (package DICOM transforms: modality/VOI LUT, MONOCHROME1; resize)
       -> ZeroShotFindingsOperator    (trained bundle, cached prompt embeddings of the language)
       -> FindingsSRWriterOperator    (<out>/<StudyInstanceUID>/cxr_findings_sr.dcm + cxr_findings.json)
@@ -42,7 +42,6 @@ from typing import Sequence
 
 APP_NAME = "cxr_findings"
 APP_DIR = Path(__file__).resolve().parent
-RULES_FILE = APP_DIR / "series_selection_rules.json"
 LANGUAGE_ENV = "CXR_FINDINGS_LANGUAGE"
 LANGUAGE_ENV_ALIAS = "MEDUNIC_LANGUAGE"  # the project-wide name, accepted too
 LOG_FILE_NAME = "cxr_findings.log"
@@ -63,17 +62,6 @@ def split_language(argv: Sequence[str]) -> tuple[str, list[str]]:
     return language.strip().lower(), rest
 
 
-def _check_input_folder(path: Path) -> None:
-    from monai_medunic.errors import DataError
-
-    if not path.exists():
-        raise DataError("input folder does not exist", path=path)
-    if not path.is_dir():
-        raise DataError("input must be a folder of DICOM files", path=path)
-    if not any(p.is_file() for p in path.rglob("*")):
-        raise DataError("input folder is empty: no DICOM files to read", path=path)
-
-
 def _check_model_path(path: Path) -> None:
     """The bundle layout checks of :func:`monai_medunic.pretrained.load_pretrained_bundle`, without loading anything."""
     from monai_medunic.errors import ModelLoadError
@@ -87,44 +75,12 @@ def _check_model_path(path: Path) -> None:
     read_inference_settings(path)
 
 
-def precheck_paths(sdk_argv: Sequence[str]) -> None:
-    """Fail in a second, before the SDK and MONAI are imported, on an empty input folder or a non-bundle model path.
-
-    Paths resolve as in the SDK (``monai.deploy.core.AppContext``): ``-i`` / ``-m`` options, else the
-    ``HOLOSCAN_INPUT_PATH`` / ``HOLOSCAN_MODEL_PATH`` variables, else ``input`` / ``models``. The
-    application repeats these checks in ``compose`` (where the SDK has resolved the paths itself).
-    """
-    import argparse
-
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--input", "-i")
-    parser.add_argument("--model", "-m")
-    known, _ = parser.parse_known_args(list(sdk_argv))
-    input_path = known.input or os.environ.get("HOLOSCAN_INPUT_PATH") or "input"
-    model_path = known.model or os.environ.get("HOLOSCAN_MODEL_PATH") or "models"
-    _check_input_folder(Path(input_path).absolute())
-    _check_model_path(Path(model_path).absolute())
-
-
-def _add_log_file(output: Path) -> None:
-    output.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(output / LOG_FILE_NAME, mode="w", encoding="utf-8")
-    handler.setFormatter(logging.Formatter("[%(asctime)s] [%(levelname)s] (%(name)s) - %(message)s"))
-    logging.getLogger().addHandler(handler)
-
-
 def build_app_class():
     """The Application class (imported lazily: importing the SDK takes seconds)."""
-    from monai.deploy.conditions import CountCondition
     from monai.deploy.core import Application
-    from monai.deploy.operators.dicom_series_selector_operator import DICOMSeriesSelectorOperator
 
-    from monai_medunic.deploy import (
-        CXRPreprocessOperator,
-        FindingsSRWriterOperator,
-        ScreenedDICOMDataLoaderOperator,
-        ZeroShotFindingsOperator,
-    )
+    from monai_medunic.deploy import FindingsSRWriterOperator, ZeroShotFindingsOperator
+    from monai_medunic.deploy.app_support import add_cxr_study_reader, app_paths, check_input_folder
     from monai_medunic.deploy.sr import SR_LANGUAGES
     from monai_medunic.pretrained import load_pretrained_bundle
 
@@ -142,18 +98,13 @@ def build_app_class():
         def compose(self) -> None:
             from monai_medunic.errors import ConfigurationError
 
-            app_context = Application.init_app_context(self.argv)
-            input_path = Path(app_context.input_path).absolute()
-            output_path = Path(app_context.output_path).absolute()
-            model_path = Path(app_context.model_path).absolute()
-            self.output_path = output_path
-            _add_log_file(output_path)
+            input_path, output_path, model_path = app_paths(self, LOG_FILE_NAME)
             if self.language not in SR_LANGUAGES:
                 raise ConfigurationError(
                     f"report language (--language / {LANGUAGE_ENV}) must be one of {sorted(SR_LANGUAGES)}, "
                     f"got '{self.language}'"
                 )
-            _check_input_folder(input_path)
+            check_input_folder(input_path)
             bundle = load_pretrained_bundle(model_path)
             logging.getLogger(APP_NAME).info(
                 "model %s %s, %d findings, language %s",
@@ -163,22 +114,12 @@ def build_app_class():
                 self.language,
             )
 
-            self.loader_op = ScreenedDICOMDataLoaderOperator(
-                self, CountCondition(self, 1), input_folder=input_path, name="study_loader_op"
-            )
-            selector_op = DICOMSeriesSelectorOperator(
-                self, rules=RULES_FILE.read_text(encoding="utf-8"), all_matched=True, name="series_selector_op"
-            )
-            self.preprocess_op = CXRPreprocessOperator(self, image_size=bundle.image_size, name="cxr_preprocess_op")
+            self.loader_op, self.preprocess_op = add_cxr_study_reader(self, input_path, bundle.image_size)
             findings_op = ZeroShotFindingsOperator(
                 self, bundle=bundle, language=self.language, name="zero_shot_findings_op"
             )
             self.writer_op = FindingsSRWriterOperator(self, output_folder=output_path, name="findings_sr_writer_op")
 
-            self.add_flow(self.loader_op, selector_op, {("dicom_study_list", "dicom_study_list")})
-            self.add_flow(
-                selector_op, self.preprocess_op, {("study_selected_series_list", "study_selected_series_list")}
-            )
             self.add_flow(self.preprocess_op, findings_op, {("images", "images")})
             self.add_flow(findings_op, self.writer_op, {("findings", "findings")})
 
@@ -229,42 +170,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if any(arg.split("=", 1)[0] in DICOMWEB_OPTIONS for arg in sdk_argv):
         return main_dicomweb(argv[0], language, sdk_argv)
 
-    from monai_medunic.errors import DataError, MedUniCError
+    from monai_medunic.deploy.app_support import run_deploy_app
 
-    if "-h" not in sdk_argv and "--help" not in sdk_argv:
-        try:
-            precheck_paths(sdk_argv)
-        except MedUniCError as err:
-            print(f"{APP_NAME}: error: {err}", file=sys.stderr)
-            return 1
-
-    from monai.deploy.exceptions import ItemNotExistsError
-
-    app_class = build_app_class()
-    app = app_class([sys.executable, argv[0], *sdk_argv], language=language)
-    try:
-        app.run()
-    except MedUniCError as err:
-        print(f"{APP_NAME}: error: {err}", file=sys.stderr)
-        return 1
-    except ItemNotExistsError:
-        loader_input = getattr(app.loader_op, "input_path", "the input folder")
-        err = DataError("no DICOM study could be read (no readable DICOM file)", path=loader_input)
-        print(f"{APP_NAME}: error: {err}", file=sys.stderr)
-        return 1
-    written = list(app.writer_op.written) if app.writer_op is not None else []
-    skipped = len(app.loader_op.skipped) if app.loader_op is not None else 0
-    if not written:
-        print(
-            f"{APP_NAME}: no eligible series (frontal CR/DX chest radiograph) in the input; no SR written"
-            + (f" ({skipped} unreadable file(s) skipped)" if skipped else "")
-        )
-        return 0
-    print(
-        f"{APP_NAME}: wrote {len(written)} SR(s) under {app.output_path}"
-        + (f"; {skipped} unreadable file(s) skipped" if skipped else "")
-    )
-    return 0
+    return run_deploy_app(lambda: build_app_class()([sys.executable, argv[0], *sdk_argv], language=language), sdk_argv,
+                          APP_NAME, _check_model_path, "SR")
 
 
 if __name__ == "__main__":

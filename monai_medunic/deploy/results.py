@@ -49,6 +49,16 @@ class PreparedImage:
     def sop_uid(self) -> str:
         return str(self.dataset.SOPInstanceUID)
 
+    def identifiers(self) -> dict[str, str]:
+        """The image's UIDs, view and series selection, for JSON results (no patient identifiers)."""
+        return {
+            "study_instance_uid": self.study_uid,
+            "series_instance_uid": self.series_uid,
+            "sop_instance_uid": self.sop_uid,
+            "view": self.view,
+            "series_selection": self.selection,
+        }
+
 
 @dataclass
 class StudyFindings:
@@ -68,11 +78,7 @@ class StudyFindings:
         from monai_medunic.text.prompts import translate_finding
 
         return {
-            "study_instance_uid": self.source.study_uid,
-            "series_instance_uid": self.source.series_uid,
-            "sop_instance_uid": self.source.sop_uid,
-            "view": self.source.view,
-            "series_selection": self.source.selection,
+            **self.source.identifiers(),
             "language": self.language,
             "algorithm": {"name": self.algorithm_name, "version": self.algorithm_version},
             "findings": [
