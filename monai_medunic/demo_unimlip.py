@@ -233,7 +233,8 @@ def run_unimlip_demo(
     variants = unimlip_variants(warmup)
     names = list(dict.fromkeys(TABLE3 + (TABLE4 if table4 else ()) + (("unimlip",) if vqa else ())))
     report: dict[str, Any] = {"settings": {"num_studies": num_studies, "seed": seed, "jobs": jobs, "pretrain": settings,
-                                           "bn_warmup_epochs": warmup, "vqa": VQA_DEMO_SETTINGS}, "out_dir": str(out)}
+                                           "bn_warmup_epochs": warmup, "vqa": VQA_DEMO_SETTINGS}, "out_dir": str(out),
+                          "load_average_start": round(os.getloadavg()[0], 2)}
 
     with timer.step(f"1/6 generate {num_studies} demo studies with their VQA pairs"):
         data_dir = out / "data"
@@ -326,10 +327,13 @@ def run_unimlip_demo(
 
     report["timings_s"] = timer.times
     report["total_s"] = round(time.perf_counter() - t_start, 1)
+    report["cpu_s"] = round(_cpu_seconds(), 1)  # this process and every bundle run: the work, whatever the machine's load
+    report["load_average_end"] = round(os.getloadavg()[0], 2)
     _write_json(out / "report.json", _jsonable(report))
     md = ["# Uni-Mlip demo report", "",
           f"{num_studies} studies, seed {seed}, {settings['max_epochs']} epochs per run (I2I and frozen BatchNorm statistics after "
-          f"{warmup}), total {report['total_s']:.0f} s ({jobs} jobs).", ""]
+          f"{warmup}), total {report['total_s']:.0f} s ({jobs} jobs; {report['cpu_s']:.0f} CPU-seconds; 1-minute load average "
+          f"{report['load_average_start']} at the start, {report['load_average_end']} at the end).", ""]
     for key, title in titles.items():
         if key in tables:
             md += [f"## {title}", "", tables[key], ""]
@@ -337,8 +341,17 @@ def run_unimlip_demo(
            "A difference within two standard errors (binomial, over the held-out queries) is reported as noise.", ""]
     md += ["## Timings (s)", ""] + [f"- {k}: {v}" for k, v in timer.times.items()] + [""]
     (out / "report.md").write_text("\n".join(md), encoding="utf-8")
-    print(f"\nUni-Mlip demo finished in {report['total_s']:.0f} s. Report: {out / 'report.md'}", flush=True)
+    print(f"\nUni-Mlip demo finished in {report['total_s']:.0f} s ({report['cpu_s']:.0f} CPU-seconds; load average "
+          f"{report['load_average_start']} -> {report['load_average_end']}). Report: {out / 'report.md'}", flush=True)
     return report
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process and of its finished children (the bundle runs)."""
+    import resource
+
+    return sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+               for f in ("ru_utime", "ru_stime"))
 
 
 def _run_vqa(out: Path, data_dir: Path, pretrained: Path, seed: int, env: dict[str, str]) -> dict:
