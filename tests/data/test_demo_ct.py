@@ -91,7 +91,7 @@ def test_geometry_is_consistent_across_slices(demo) -> None:
         assert float(h.SliceThickness) == pytest.approx(320 / SHAPE[0], abs=1e-3)
         assert (h.RescaleSlope, h.RescaleIntercept, h.RescaleType) == (1, -1024, "HU")
         assert h.Modality == "CT" and h.SOPClassUID == CT_STORAGE and h.PatientPosition == "HFS"
-        assert h.PatientID.startswith("SYNTH-") and "CT" in h.PatientID
+        assert h.PatientID.startswith("CT") and "^" in str(h.PatientName)
 
 
 def test_reports_state_what_the_volume_holds(demo) -> None:

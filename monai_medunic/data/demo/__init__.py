@@ -77,9 +77,11 @@ The package's modules:
 * :mod:`~monai_medunic.data.demo.generate`: the driver (:func:`generate_demo_dataset`) and
   ``medunic demo-data`` (:func:`cli_main`).
 
-Patient, study and series identifiers are obviously synthetic (``SYNTHETIC^DEMO^0001``,
-``SYNTH-<seed>-0001``); UIDs are derived deterministically from the seed, so a seed reproduces the
-dataset byte for byte.
+Patient names, IDs and birth dates are synthetic but realistic in form (``Garcia-Ortega^Lucia``,
+``RX030001742``, ``19570314``; :func:`~monai_medunic.data.demo.dicom_io.synthetic_identity`), so the
+"no patient identifier in any log, report or error" rule is tested on values that look like a
+hospital's; UIDs are derived deterministically from the seed, so a seed reproduces the dataset byte
+for byte.
 """
 
 

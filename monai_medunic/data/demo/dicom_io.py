@@ -64,10 +64,29 @@ def _uid(seed: int, *parts: Any) -> str:
     return generate_uid(prefix=_UID_PREFIX, entropy_srcs=["monai-medunic-demo", str(seed), *map(str, parts)])
 
 
+# Synthetic but realistic identities (English and Spanish names, hospital-style IDs, plausible birth dates):
+# the demo data exercise the "no PHI in any output" rule with values that look like what a hospital sends.
+_FAMILY_NAMES = ("Garcia", "Martinez", "Lopez", "Sanchez", "Romero", "Navarro", "Dominguez", "Castillo", "Ortega",
+                 "Iglesias", "Whitfield", "Harrington", "Okafor", "Lindqvist", "Brennan", "Kowalski", "Thornbury",
+                 "Abernathy", "Delacroix", "Fairweather", "Montoya", "Quintero", "Valderrama", "Ashcombe")
+_GIVEN_NAMES = {"F": ("Lucia", "Carmen", "Ines", "Pilar", "Rosario", "Margaret", "Evelyn", "Harriet", "Imogen", "Beatriz"),
+                "M": ("Javier", "Alvaro", "Ignacio", "Rodrigo", "Tomas", "Gareth", "Desmond", "Reginald", "Ambrose", "Esteban")}
+
+
+def synthetic_identity(seed: int, index: int, sex: str, kind: str = "") -> tuple[str, str, str]:
+    """``(PatientName, PatientID, PatientBirthDate)`` of demo study ``index``: realistic in form, drawn from the
+    seed (no real person), distinct per study and per modality ``kind``."""
+    rng = np.random.default_rng([seed, index, 7919, len(kind)])
+    family, second = rng.choice(_FAMILY_NAMES, size=2, replace=False)
+    given = str(rng.choice(_GIVEN_NAMES.get(sex, _GIVEN_NAMES["F"])))
+    name = f"{family}-{second}^{given}" if rng.random() < 0.4 else f"{family}^{given}"
+    patient_id = f"{'CT' if kind else 'RX'}{seed % 100:02d}{index + 1:05d}{int(rng.integers(10, 99))}"
+    birth = f"{int(rng.integers(1931, 2004))}{int(rng.integers(1, 13)):02d}{int(rng.integers(1, 29)):02d}"
+    return name, patient_id, birth
+
+
 def _patient(ds: Dataset, seed: int, index: int, rng_sex: str, kind: str = "") -> None:
-    ds.PatientName = f"SYNTHETIC^DEMO{kind}^{index + 1:04d}"
-    ds.PatientID = f"SYNTH-{seed}-{kind}{index + 1:04d}"
-    ds.PatientBirthDate = "19000101"
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate = synthetic_identity(seed, index, rng_sex, kind)
     ds.PatientSex = rng_sex
     ds.PatientIdentityRemoved = "YES"
     ds.DeidentificationMethod = "Synthetic phantom, no real patient (monai-medunic demo data)"
