@@ -212,7 +212,8 @@ def run_unimedi_demo(
     if epochs is not None:
         settings["max_epochs"] = int(epochs)
     report: dict[str, Any] = {"settings": {"num_studies": num_studies, "num_ct_studies": num_ct_studies, "seed": seed, "jobs": jobs,
-                                           "pretrain": settings, "downstream": DOWNSTREAM_SETTINGS}, "out_dir": str(out)}
+                                           "pretrain": settings, "downstream": DOWNSTREAM_SETTINGS}, "out_dir": str(out),
+                          "load_average_start": round(os.getloadavg()[0], 2)}
 
     with timer.step(f"1/7 generate {num_studies} radiograph and {num_ct_studies} CT demo studies"):
         data_dir = out / "data"
@@ -295,16 +296,28 @@ def run_unimedi_demo(
 
     report["timings_s"] = timer.times
     report["total_s"] = round(time.perf_counter() - t_start, 1)
+    report["cpu_s"] = round(_cpu_seconds(), 1)  # this process, the bundle runs and the worker pool: the work, whatever the load
+    report["load_average_end"] = round(os.getloadavg()[0], 2)
     _write_json(out / "report.json", _jsonable(report))
     md = ["# UniMedI demo report", "", f"{num_studies} radiograph and {num_ct_studies} CT studies, seed {seed}, "
-          f"total {report['total_s']:.0f} s ({jobs} jobs).", ""]
+          f"total {report['total_s']:.0f} s ({jobs} jobs; {report['cpu_s']:.0f} CPU-seconds; 1-minute load average "
+          f"{report['load_average_start']} at the start, {report['load_average_end']} at the end).", ""]
     for key, title in titles.items():
         if key in tables:
             md += [f"## {title}", "", tables[key], ""]
     md += ["## Timings (s)", ""] + [f"- {k_}: {v}" for k_, v in timer.times.items()] + [""]
     (out / "report.md").write_text("\n".join(md), encoding="utf-8")
-    print(f"\nUniMedI demo finished in {report['total_s']:.0f} s. Report: {out / 'report.md'}", flush=True)
+    print(f"\nUniMedI demo finished in {report['total_s']:.0f} s ({report['cpu_s']:.0f} CPU-seconds; load average "
+          f"{report['load_average_start']} -> {report['load_average_end']}). Report: {out / 'report.md'}", flush=True)
     return report
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process and of its finished children (bundle runs, evaluation workers)."""
+    import resource
+
+    return sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+               for f in ("ru_utime", "ru_stime"))
 
 
 def cli_main(argv: Sequence[str]) -> int:
