@@ -7,7 +7,7 @@ the MONAI Deploy SDK.
 * :mod:`.scorer`: :func:`load_findings_scorer`, the one place that loads a trained bundle (the one-call inference API);
 * :mod:`.context`: :class:`BundleContext`, the bundle of ``--conf bundle_path`` shared by the task configs;
 * :mod:`.images`: the original DICOM instance of a series (:class:`SelectRadiographd`);
-* :mod:`.tasks`: :class:`MedUniCInferTask`, :class:`ZeroShotFindingsTask` and :class:`GroundingTask`;
+* :mod:`.tasks`: :class:`MedUniCInferTask`, :class:`ZeroShotFindingsTask`, :class:`GroundingTask` and :class:`SliceSelectionTask`;
 * :mod:`.datastore`: :class:`DicomSeriesDatastore`, the DICOMweb datastore without NIfTI conversion;
 * :mod:`.http`: client errors as 4xx answers.
 """
@@ -17,7 +17,7 @@ from .datastore import DicomSeriesDatastore, ImageNotInPacsError, InvalidImageId
 from .http import check_infer_request, install_error_handlers, to_http_exception
 from .images import SelectRadiographd, is_dicom_uid, select_radiograph
 from .scorer import FindingsScorer, load_findings_scorer
-from .tasks import DISCLAIMER, GroundingTask, InvalidParameterError, MedUniCInferTask, ZeroShotFindingsTask
+from .tasks import DISCLAIMER, GroundingTask, InvalidParameterError, MedUniCInferTask, SliceSelectionTask, ZeroShotFindingsTask
 
 __all__ = [
     "BUNDLE_CONF_KEY",
@@ -36,6 +36,7 @@ __all__ = [
     "load_findings_scorer",
     "DISCLAIMER",
     "GroundingTask",
+    "SliceSelectionTask",
     "InvalidParameterError",
     "MedUniCInferTask",
     "ZeroShotFindingsTask",

@@ -19,9 +19,11 @@ Tasks:
 * :class:`ZeroShotFindingsTask`: Med-UniC's zero-shot classification (Sec. 4.2) with English or
   Spanish prompts (:meth:`~monai_medunic.pretrained.PretrainedInference.findings`);
 * :class:`GroundingTask`: the similarity map of a free-text prompt
-  (:meth:`~monai_medunic.pretrained.PretrainedInference.similarity_map`), returned as a label image.
+  (:meth:`~monai_medunic.pretrained.PretrainedInference.similarity_map`), returned as a label image;
+* :class:`SliceSelectionTask`: the top-k slices of a CT series for a report or prompt, with a UniMedI
+  bundle (:meth:`~monai_medunic.pretrained.PretrainedInference.select_slices`).
 
-A new task (segmentation from ``cxr_segmentation``, CT slice selection from UniMedI) is one subclass
+A new task (e.g. segmentation from ``cxr_segmentation``) is one subclass
 here (its parameters in :meth:`~MedUniCInferTask.parse_params`, its work in ``run_inferer``, its answer
 in ``writer``) and one task config in the app's ``lib/configs``.
 """
@@ -46,7 +48,7 @@ from monai_medunic.transforms.radiograph import LoadRadiographd
 from .images import SOURCE_KEY, SelectRadiographd
 from .scorer import FindingsScorer
 
-__all__ = ["InvalidParameterError", "MedUniCInferTask", "ZeroShotFindingsTask", "GroundingTask", "DISCLAIMER"]
+__all__ = ["InvalidParameterError", "MedUniCInferTask", "ZeroShotFindingsTask", "GroundingTask", "SliceSelectionTask", "DISCLAIMER"]
 
 logger = logging.getLogger(__name__)
 
@@ -270,3 +272,94 @@ class GroundingTask(MedUniCInferTask):
             "disclaimer": DISCLAIMER,
         }
         return path, result
+
+
+#: the most slices a slice-selection request may ask for
+MAX_SELECTED_SLICES = 64
+
+
+class SliceSelectionTask(MedUniCInferTask):
+    """CT slice selection with a trained UniMedI bundle (UniMedI Sec. 3.2): the ``k`` slices of a CT
+    series most relevant to a report or prompt, or, without text, by the image encoder's CLS attention
+    (Eq. 1-2); :meth:`~monai_medunic.pretrained.PretrainedInference.select_slices`.
+
+    The series folder the datastore downloaded (original instances, no NIfTI conversion) is read by the
+    bundle's volume pipeline (HU, the trained window, refusing missing / duplicated slices, mixed
+    orientations or inconsistent spacing: 422 naming the reason).
+
+    Request parameters:
+
+    * ``text``: a report or prompt (at most :data:`MAX_PROMPT_CHARS` characters); empty or absent: attention;
+    * ``k``: slices to select, an integer in ``[1, MAX_SELECTED_SLICES]`` (default: the bundle's trained
+      ``num_slices``; more than the network's slabs is a 422).
+
+    The JSON answer holds ``selected`` (best first: the slice index along the series' sorted slice axis,
+    0 = the lowest position along the slice normal, and its score), ``scores`` (every slice), the
+    ``method``, the number of slices, the study / series UIDs and the algorithm.
+    """
+
+    def __init__(self, scorer: FindingsScorer) -> None:
+        super().__init__(
+            scorer,
+            type=InferType.CLASSIFICATION,
+            labels=["selected_slice"],
+            description=(
+                f"CT slice selection (UniMedI Sec. 3.2) by a report or prompt, or by attention ({scorer.name} {scorer.version}); "
+                f"params text (optional), k. {DISCLAIMER}"
+            ),
+            config={"text": "", "k": int(getattr(scorer.inference.model, "num_slices", 1))},
+        )
+        self.dimension = 3
+
+    def pre_transforms(self, data=None) -> Sequence[Callable]:
+        return []  # the series folder goes to the bundle's own volume pipeline as it is
+
+    def parse_params(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        params = super().parse_params(request)
+        text = request.get("text", "")
+        if text is None:
+            text = ""
+        if not isinstance(text, str) or len(text) > MAX_PROMPT_CHARS:
+            raise InvalidParameterError("text", text, f"must be a prompt of at most {MAX_PROMPT_CHARS} characters (empty: attention)")
+        params["text"] = text.strip() or None
+        k = request.get("k", self._config["k"])
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_SELECTED_SLICES:
+            raise InvalidParameterError("k", k, f"must be an integer in [1, {MAX_SELECTED_SLICES}]")
+        params["k"] = k
+        return params
+
+    def run_inferer(self, data: dict[str, Any], convert_to_batch: bool = True, device: str = "cpu") -> dict[str, Any]:
+        from monai_medunic.errors import ConfigurationError
+
+        try:  # unreadable series (DataError / VolumeReadError) are answered 422 by monai_medunic.label.http
+            data["selection"] = self.scorer.inference.select_slices(data[self.input_key], data["text"], k=data["k"])
+        except ConfigurationError as err:  # k beyond the network's slabs: the client's parameter
+            raise InvalidParameterError("k", data["k"], str(err)) from None
+        return data
+
+    def writer(self, data: dict[str, Any], extension=None, dtype=None) -> tuple[None, dict[str, Any]]:
+        from monai_medunic.transforms.dicom_io import read_dicom
+
+        sel = data["selection"]
+        source: dict[str, Any] = {}
+        path = data.get(self.input_key)
+        if isinstance(path, (str, os.PathLike)) and os.path.isdir(path):
+            first = next((os.path.join(r, f) for r, _, fs in sorted(os.walk(path)) for f in sorted(fs)), None)
+            if first is not None:
+                header = read_dicom(first, header_only=True)
+                source = {"study_instance_uid": str(header.get("StudyInstanceUID", "")),
+                          "series_instance_uid": str(header.get("SeriesInstanceUID", "")),
+                          "modality": str(header.get("Modality", ""))}
+        scores = [float(s) for s in sel.scores.tolist()]
+        result = {
+            "text": data["text"],
+            "k": data["k"],
+            "method": sel.method,
+            "num_slices": len(scores),
+            "selected": [{"slice": int(i), "score": scores[int(i)]} for i in sel.indices],
+            "scores": scores,
+            "algorithm": self._algorithm(),
+            "source": source,
+            "disclaimer": DISCLAIMER,
+        }
+        return None, result
