@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo-unimedi": ("monai_medunic.demo_unimedi:cli_main", "run UniMedI (2D + 3D pre-training, slice selection, downstream) on the demo data"),
     "demo-unimlip": ("monai_medunic.demo_unimlip:cli_main", "run Uni-Mlip (Table 3 and 4 ablations, VQA) on the demo data"),
     "evaluate": ("monai_medunic.cli:evaluate_main", "evaluate a pre-trained bundle on a manifest"),
+    "calibrate": ("monai_medunic.cli:calibrate_main", "fit a trained bundle's zero-shot thresholds and probabilities on a labelled split"),
     "grounding": ("monai_medunic.metrics.grounding:cli_main", "pointing game and mask IoU of a bundle's similarity maps and Grad-CAM"),
 }
 
@@ -59,6 +60,33 @@ def evaluate_main(argv: Sequence[str]) -> int:
         on_error="raise" if args.strict else "skip", seed=args.seed,
     )
     print(f"report written to {os.path.join(args.out, 'report.json')}")
+    return 0
+
+
+def calibrate_main(argv: Sequence[str]) -> int:
+    """``medunic calibrate --bundle DIR --manifest FILE [--split val]``
+    (:func:`monai_medunic.metrics.report.calibrate_bundle`)."""
+    import argparse
+
+    from monai_medunic.metrics.calibration import CALIBRATION_FILE
+    from monai_medunic.metrics.report import calibrate_bundle
+
+    p = argparse.ArgumentParser(prog="medunic calibrate", description="Fit per-finding decision thresholds (Youden's J) and "
+                                "Platt scaling of the zero-shot margin, per prompt language, on a labelled manifest split, "
+                                f"and write them into the bundle ({CALIBRATION_FILE}).")
+    p.add_argument("--bundle", required=True, help="trained bundle directory")
+    p.add_argument("--manifest", required=True, help="JSONL or CSV manifest with labels for the bundle's findings")
+    p.add_argument("--split", default="val", help="the split to fit on (default: val; never the test split you report on)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--strict", action="store_true", help="stop on the first bad record / unreadable image")
+    args = p.parse_args(list(argv))
+    cal = calibrate_bundle(args.bundle, args.manifest, split=args.split, batch_size=args.batch_size, device=args.device,
+                           on_error="raise" if args.strict else "skip")
+    for lang, cols in cal["languages"].items():
+        fitted = sum(c["status"] == "fitted" for c in cols.values())
+        print(f"{lang}: {fitted}/{len(cols)} findings calibrated on {cal['fitted_on']['images']} images")
+    print(f"calibration written to {args.bundle}/{CALIBRATION_FILE}")
     return 0
 
 

@@ -10,7 +10,7 @@ from typing import Any, Sequence
 from monai_medunic.data.manifest import load_manifest, records_to_data_dicts
 from monai_medunic.errors import ManifestError
 
-__all__ = ["manifest_datalist"]
+__all__ = ["manifest_datalist", "inference_datalist"]
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +25,7 @@ def manifest_datalist(
     dimensions: int | Sequence[int] | None = 2,
     modalities: str | Sequence[str] | None = None,
     truth: bool = False,
+    require_report: bool = True,
 ) -> list[dict[str, Any]]:
     """Load, validate and filter a manifest (:func:`~monai_medunic.data.manifest.load_manifest`) and
     return MONAI-style dicts with ``image``, ``report``, ``language``, ``labels`` (in ``findings``
@@ -45,6 +46,8 @@ def manifest_datalist(
     volume or a SEG that does not reference the record's image is skipped with a counted reason (or
     raises with ``on_error="raise"``), naming the file, line and field.
 
+    ``require_report=False`` keeps records without report text (inference scores images, not reports).
+
     Raises:
         ManifestError: the manifest is missing or empty, the split holds no usable record, or
             ``require_labels`` and a record has no labels, an empty label set, or lacks a label for
@@ -59,6 +62,7 @@ def manifest_datalist(
         dimensions=dimensions,
         modalities=modalities,
         check_truth=truth or wants_3d,
+        require_report=require_report,
     )
     data = records_to_data_dicts(result.records, findings, truth=truth)
     if not data:
@@ -81,3 +85,75 @@ def manifest_datalist(
                 d.pop(key, None)
     logger.info("%s: %d records for split '%s'", manifest, len(data), split)
     return data
+
+
+_IMAGE_SUFFIXES = (".dcm", ".dicom", ".dic", ".ima", ".png", ".nii", ".nii.gz")
+
+
+def _is_dicom_file(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    return head[128:132] == b"DICM"
+
+
+def _image_entry(path: str) -> dict[str, Any]:
+    entry = {"image": path, "id": path, "image_path": path, "sop_instance_uid": ""}
+    if _is_dicom_file(path):
+        import pydicom
+
+        try:
+            header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID", "StudyInstanceUID"])
+            entry["sop_instance_uid"] = str(header.get("SOPInstanceUID", ""))
+            entry["id"] = str(header.get("StudyInstanceUID", "")) or path
+        except Exception as err:  # noqa: BLE001 - the loader gives the typed error for this file later
+            logger.warning("cannot read the header of %s (%s): it is scored by path", os.path.basename(path), type(err).__name__)
+    return entry
+
+
+def inference_datalist(
+    source: str | os.PathLike | Sequence[str | os.PathLike],
+    split: str | None = None,
+    on_error: str = "skip",
+    frontal_only: bool = True,
+) -> list[dict[str, Any]]:
+    """The images to score, from whatever a user has: a manifest (``.jsonl`` / ``.csv``: every record, with
+    or without a report, of ``split`` when one is given), a folder (every DICOM, PNG or NIfTI file under
+    it), one image file, or a list of image files.
+
+    Each entry has ``image``, ``id`` (the study UID when the manifest or DICOM header gives one, else
+    the path), ``image_path`` and ``sop_instance_uid`` (``""`` for non-DICOM files), so that results can
+    be traced to the instance that was scored.
+
+    Raises:
+        ManifestError: nothing to score (a missing path, an empty folder, a manifest without usable records).
+    """
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        if os.path.isfile(path) and path.lower().endswith((".jsonl", ".csv")):
+            data = manifest_datalist(path, split=split, on_error=on_error, frontal_only=frontal_only, require_report=False)
+            for d in data:
+                first = d["image"] if isinstance(d["image"], str) else d["image"][0]
+                d["image_path"] = first
+                d["sop_instance_uid"] = _image_entry(first)["sop_instance_uid"]
+            return data
+        if os.path.isdir(path):
+            files = sorted(os.path.join(r, f) for r, _, fs in os.walk(path) for f in fs)
+            picked = [f for f in files if f.lower().endswith(_IMAGE_SUFFIXES) or _is_dicom_file(f)]
+            ignored = len(files) - len(picked)
+            if ignored:
+                logger.info("%s: %d file(s) that are not DICOM, PNG or NIfTI images were left out", path, ignored)
+            if not picked:
+                raise ManifestError("the folder holds no DICOM, PNG or NIfTI file to score", path=path)
+            return [_image_entry(f) for f in picked]
+        if not os.path.exists(path):
+            raise ManifestError("nothing to score: the path does not exist", path=path)
+        return [_image_entry(path)]
+    paths = [os.fspath(p) for p in source]
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if not paths or missing:
+        raise ManifestError(f"nothing to score: {len(missing)} of {len(paths)} listed file(s) do not exist "
+                            f"(first: {missing[0] if missing else 'empty list'})", path=missing[0] if missing else "")
+    return [_image_entry(p) for p in paths]

@@ -369,7 +369,8 @@ def _parse_boxes(value: Any) -> dict[str, list[list[float]]] | None:
 
 
 def _validate(
-    raw: Mapping[str, Any], root: str, check_files: bool, read_sr: bool, line: int, dims: int = 2, check_truth: bool = False
+    raw: Mapping[str, Any], root: str, check_files: bool, read_sr: bool, line: int, dims: int = 2, check_truth: bool = False,
+    require_report: bool = True,
 ) -> ManifestRecord:
     from monai_medunic.text.languages import validate_language_code
 
@@ -428,9 +429,11 @@ def _validate(
         raise _Invalid("report", "invalid_report", f"'report' must be a string, got {type(report).__name__}")
     sr_language = None
     if not (report or "").strip():
-        if sr_path is None:
+        if sr_path is None and not require_report:  # inference: an image to score needs no report
+            report = ""
+        elif sr_path is None:
             raise _Invalid("report", "missing_report", "record has neither 'report' text nor 'report_sr'")
-        if not read_sr:
+        elif not read_sr:
             report = ""
         else:
             from monai_medunic.transforms.sr import read_report_from_sr
@@ -441,10 +444,13 @@ def _validate(
                 raise _Invalid("report_sr", "unreadable_report_sr", f"cannot read the report SR: {err}") from None
             report, sr_language = sr.text, sr.language
     language = raw.get("language") or sr_language
-    try:
-        language = validate_language_code(language, what="language")
-    except ConfigurationError as err:
-        raise _Invalid("language", "invalid_language", str(err)) from None
+    if not language and not require_report and not (report or "").strip():
+        language = "und"  # an image without a report has no report language (BCP 47 'undetermined')
+    else:
+        try:
+            language = validate_language_code(language, what="language")
+        except ConfigurationError as err:
+            raise _Invalid("language", "invalid_language", str(err)) from None
     labels = _parse_labels(raw.get("labels"))
     split = raw.get("split")
     if split in (None, ""):
@@ -731,6 +737,7 @@ def load_manifest(
     check_truth: bool = False,
     require_labels: bool = False,
     max_report_chars: int | None = MAX_REPORT_CHARS,
+    require_report: bool = True,
 ) -> ManifestLoadResult:
     """Read, validate and filter a JSONL or CSV manifest.
 
@@ -756,6 +763,9 @@ def load_manifest(
         require_labels: refuse records without labels or with an empty label set (``missing_labels``).
         max_report_chars: drop reports longer than this as ``long_report`` (:data:`MAX_REPORT_CHARS`;
             ``None``: no limit).
+        require_report: ``False`` for inference: a record without report text is kept with an empty
+            report, and the ``short_report`` filter is off (report filters belong to training and
+            evaluation; scoring unreported images is the point of inference).
 
     Report text is also checked on every record: NUL characters or many control characters (more than
     4 and over 10 % of the text) are ``binary_report`` (invalid); other control characters are replaced by a space and counted in
@@ -802,7 +812,7 @@ def load_manifest(
                 if wanted_modalities is not None and _modality(raw) not in wanted_modalities:
                     summary.dropped["other_modality"] += 1
                     continue
-                record = _validate(raw, root, check_files, read_sr, lineno, dims, check_truth)
+                record = _validate(raw, root, check_files, read_sr, lineno, dims, check_truth, require_report)
                 if require_labels and not record.labels:
                     raise _Invalid(
                         "labels", "missing_labels",
@@ -810,7 +820,7 @@ def load_manifest(
                     )
                 if check_truth:
                     _check_truth(record)
-                if count_report_tokens(record.report) < min_report_tokens:
+                if require_report and count_report_tokens(record.report) < min_report_tokens:
                     summary.dropped["short_report"] += 1
                     continue
                 if max_report_chars is not None and len(record.report) > max_report_chars:

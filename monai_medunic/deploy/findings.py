@@ -1,7 +1,9 @@
 """Zero-shot findings operator: Med-UniC's bilingual zero-shot classification (Sec. 4.2) inside a Deploy app.
 
 The operator holds a :class:`~monai_medunic.metrics.zero_shot.ZeroShotClassifier` over the trained
-bundle. The positive / negative prompt embeddings of the configured language are encoded once, when
+bundle, with the bundle's calibration (:mod:`monai_medunic.metrics.calibration`: per-finding thresholds and
+Platt-scaled probabilities of the prompt language); an uncalibrated bundle keeps the paper's ``s_pos > s_neg``
+and every result says so (``decision_rule``, ``calibrated_findings``). The positive / negative prompt embeddings of the configured language are encoded once, when
 the operator starts; each study then costs one image-encoder forward pass and one product with the
 cached ``(2F, d)`` prompt matrix.
 """
@@ -40,6 +42,11 @@ def classify_prepared(
         chunk = list(images[start : start + batch_size])
         batch = torch.stack([torch.as_tensor(p.image, dtype=torch.float32) for p in chunk])
         pred = classifier(batch, language)
+        calibrated = [bool(v) for v in pred.calibrated.tolist()] if pred.calibrated is not None else [False] * len(classifier.findings)
+        decision = {"decision_rule": pred.decision_rule,
+                    "calibrated_findings": [f for f, c in zip(classifier.findings, calibrated) if c],
+                    "probability": "calibrated (Platt scaling on validation data)" if all(calibrated) else
+                    "UNCALIBRATED score sigmoid((s_pos - s_neg) / tau) where not calibrated: not a probability"}
         for i, prepared in enumerate(chunk):
             results.append(
                 StudyFindings(
@@ -50,6 +57,7 @@ def classify_prepared(
                     language=language,
                     algorithm_name=algorithm_name,
                     algorithm_version=algorithm_version,
+                    extra=dict(decision),
                 )
             )
     return results
@@ -82,7 +90,9 @@ class ZeroShotFindingsOperator(Operator):
         self.bundle = bundle
         self.language = language
         self.batch_size = int(batch_size)
-        self.classifier = ZeroShotClassifier(bundle.model, bundle.tokenize, bundle.findings, languages=[language])
+        # the bundle's calibration (thresholds and Platt scaling per language), or the paper's rule, said so
+        self.classifier = ZeroShotClassifier(bundle.model, bundle.tokenize, bundle.findings, languages=[language],
+                                             calibration=getattr(bundle, "calibration", None))
         self.input_name = "images"
         self.output_name = "findings"
         self.prompt_seconds = 0.0

@@ -6,9 +6,12 @@ finding is one TID 1501 measurement group holding
 
 * the finding type (a coded concept: SNOMED CT where the DICOM code dictionary has a matching
   concept, otherwise a local ``99MEDUNIC`` code declared in the Coding Scheme Identification),
-* a qualitative evaluation: the finding concept with value Present / Absent (the zero-shot decision
-  ``s_pos > s_neg`` of Med-UniC, Sec. 4.2),
-* a TID 300 measurement: the zero-shot score ``sigmoid((s_pos - s_neg) / tau)`` (unit UCUM ``1``),
+* a qualitative evaluation: the finding concept with value Present / Absent (the bundle's calibrated
+  decision, ``s_pos - s_neg >= threshold`` of the finding and language; for an uncalibrated bundle the
+  zero-shot decision ``s_pos > s_neg`` of Med-UniC, Sec. 4.2),
+* a TID 300 measurement "Probability" (unit UCUM ``1``): the Platt-scaled probability of the bundle's
+  calibration (:mod:`monai_medunic.metrics.calibration`); for an uncalibrated finding the score
+  ``sigmoid((s_pos - s_neg) / tau)``, and the algorithm parameters then say it is not a probability,
 * the algorithm identification (TID 4019: bundle name and version, prompt language) and a reference
   to the source image.
 
@@ -23,7 +26,6 @@ from __future__ import annotations
 import copy
 import os
 from pathlib import Path
-from typing import Sequence
 
 import highdicom as hd
 from highdicom.coding_schemes import CodingSchemeIdentificationItem
@@ -209,7 +211,7 @@ def build_findings_sr(
     algorithm = hd.sr.AlgorithmIdentification(
         name=result.algorithm_name,
         version=result.algorithm_version,
-        parameters=[f"prompt_language={lang}", "decision=s_pos>s_neg", "score=sigmoid((s_pos-s_neg)/tau)"],
+        parameters=_algorithm_parameters(result),
         family=codes.DCM.ArtificialIntelligence,
         manufacturer=manufacturer,
     )
@@ -333,3 +335,17 @@ def read_findings_sr(sr: Dataset | str | os.PathLike) -> list[dict]:
             }
         )
     return out
+
+
+def _algorithm_parameters(result) -> list[str]:
+    """TID 4019 Algorithm Parameters: the prompt language, the decision rule and what the Probability is."""
+    rule = str(result.extra.get("decision_rule") or "s_pos > s_neg (uncalibrated)")
+    calibrated = list(result.extra.get("calibrated_findings") or [])
+    if calibrated and len(calibrated) == len(result.findings):
+        prob = "probability=Platt-scaled sigmoid(a*(s_pos-s_neg)+b), calibrated on validation data"
+    elif calibrated:
+        prob = (f"probability=Platt-scaled for {len(calibrated)} of {len(result.findings)} findings; "
+                "elsewhere UNCALIBRATED score sigmoid((s_pos-s_neg)/tau), not a probability")
+    else:
+        prob = "probability=UNCALIBRATED score sigmoid((s_pos-s_neg)/tau), not a probability"
+    return [f"prompt_language={result.language}", f"decision={rule}", prob]

@@ -1,5 +1,6 @@
 """Ignite handlers for the training bundles: atomic checkpoints with resume, loss-history recording,
-export of the trained model into the bundle, zero-shot prediction writing and a DDP weights digest.
+export of the trained model into the bundle and a DDP weights digest (the prediction writer is in
+:mod:`monai_medunic.engines.predictions`, the calibration fit in :mod:`monai_medunic.engines.calibration`).
 
 One checkpoint pair serves every bundle: :class:`AtomicCheckpointSaver` writes, and
 :class:`ResumeFromLatestCheckpoint` restores, the objects of the config's ``save_dict`` plus the
@@ -32,7 +33,6 @@ __all__ = [
     "latest_checkpoint",
     "LossHistoryRecorder",
     "ExportPretrainedHandler",
-    "ZeroShotPredictionWriter",
     "RankWeightsDigest",
 ]
 
@@ -340,45 +340,6 @@ class ExportPretrainedHandler:
             method_settings=self.method_settings,
         )
         logger.info("exported the trained model to %s/models", root)
-
-
-class ZeroShotPredictionWriter:
-    """Collect :class:`~monai_medunic.engines.iterations.ZeroShotInferStep` outputs and write
-    ``predictions.json`` and ``predictions.csv`` (one row per image: id, then each finding's
-    probability and decision) to ``output_dir`` when the run completes."""
-
-    def __init__(self, output_dir: str | os.PathLike, findings: Sequence[str], language: str = "en") -> None:
-        self.output_dir = Path(output_dir)
-        self.findings = list(findings)
-        self.language = language
-        self.rows: list[dict] = []
-
-    def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.STARTED, lambda e: self.rows.clear())
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
-        engine.add_event_handler(Events.COMPLETED, self._write)
-
-    def _collect(self, engine: Engine) -> None:
-        out = engine.state.output
-        for i, ident in enumerate(out["id"]):
-            row = {"id": str(ident), "language": self.language}
-            for j, f in enumerate(self.findings):
-                row[f] = {"probability": float(out["probs"][i, j]), "positive": bool(out["positive"][i, j])}
-            self.rows.append(row)
-
-    def _write(self, engine: Engine) -> None:
-        import csv
-
-        _atomic_write_json(self.output_dir / "predictions.json", self.rows)
-        fd, tmp = tempfile.mkstemp(prefix=".predictions.csv.", dir=self.output_dir)
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            w.writerow(["id", "language"] + [f"{x} probability" for x in self.findings] + [f"{x} positive" for x in self.findings])
-            for r in self.rows:
-                w.writerow([r["id"], r["language"]] + [f"{r[x]['probability']:.4f}" for x in self.findings]
-                           + [int(r[x]["positive"]) for x in self.findings])
-        os.replace(tmp, self.output_dir / "predictions.csv")
-        logger.info("wrote %d zero-shot predictions to %s", len(self.rows), self.output_dir)
 
 
 class RankWeightsDigest:

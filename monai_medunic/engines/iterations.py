@@ -45,7 +45,10 @@ class ZeroShotEvalStep:
 class ZeroShotInferStep:
     """Inference iteration: zero-shot finding probabilities and decisions in one prompt language.
 
-    Output: ``probs`` and ``positive`` ``(B, F)``, and ``id`` (the records' identifiers, if present).
+    Output: ``probs`` and ``positive`` ``(B, F)``, ``id``, ``image_path`` and ``sop_instance_uid`` (from the
+    records, where present), ``calibrated`` ``(F,)`` (which findings the bundle's calibration decided),
+    ``decision_rule``, and ``other_languages``: the ``(B, F)`` decisions in each of the classifier's other
+    prompt languages (the image is encoded once).
     """
 
     def __init__(self, classifier, language: str = "en") -> None:
@@ -55,8 +58,16 @@ class ZeroShotInferStep:
     def __call__(self, engine, batch: Mapping[str, Any]) -> dict[str, Any]:
         device = torch.device(engine.state.device)
         images = torch.as_tensor(batch["image"]).to(device).float()
-        pred = self.classifier(images, self.language)
-        return {"probs": pred.probs.cpu(), "positive": pred.positive.cpu(), "id": list(batch.get("id", [""] * len(images)))}
+        emb = self.classifier.encode_images(images)
+        pred = self.classifier.classify_embeddings(emb, self.language)
+        calibrated = pred.calibrated.cpu() if pred.calibrated is not None else torch.zeros(pred.probs.shape[1], dtype=torch.bool)
+        n = len(images)
+        # the decisions of the classifier's other prompt languages, so that outputs can say where they disagree
+        others = {lang: self.classifier.classify_embeddings(emb, lang).positive.cpu()
+                  for lang in self.classifier.languages if lang != self.language}
+        return {"probs": pred.probs.cpu(), "positive": pred.positive.cpu(), "id": list(batch.get("id", [""] * n)),
+                "image_path": list(batch.get("image_path", [""] * n)), "sop_instance_uid": list(batch.get("sop_instance_uid", [""] * n)),
+                "calibrated": calibrated, "decision_rule": pred.decision_rule, "other_languages": others}
 
 
 class NamedInputsEvalStep:

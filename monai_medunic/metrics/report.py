@@ -69,7 +69,8 @@ __all__ = [
     "summary_table",
     "ablation_table",
     "write_ablation_report",
-    "cli_main",
+    "calibrate_bundle",
+    "calibration_comparison",
 ]
 
 logger = logging.getLogger(__name__)
@@ -207,6 +208,8 @@ def evaluate_bundle(
     languages = [str(x).lower() for x in (prompt_languages or bundle.prompt_languages)]
     # fails first, naming finding and language, if a prompt has no translation
     classifier = ZeroShotClassifier(bundle.model, bundle.tokenizer, findings, languages, max_length=bundle.max_length)
+    calibrated = ZeroShotClassifier(bundle.model, bundle.tokenizer, findings, languages, max_length=bundle.max_length,
+                                    calibration=bundle.calibration) if bundle.calibration is not None else None
 
     loaded = load_manifest(manifest, on_error=on_error, split=split)
     skipped: Counter = Counter(loaded.summary.dropped)
@@ -255,8 +258,17 @@ def evaluate_bundle(
     zs = None
     if zero_shot:
         zs = evaluate_zero_shot(classifier, image_emb, labels, data_langs, languages)
-        report["zero_shot"] = zs.table
+        report["zero_shot"] = zs.table  # the paper's table: AUC of the margin, F1 of s_pos > s_neg
         decisions = zs.decisions
+        if calibrated is not None:
+            calibrated._cache = classifier._cache  # the same prompt embeddings
+            zs_cal = evaluate_zero_shot(calibrated, image_emb, labels, data_langs, languages)
+            report["calibration"] = calibration_comparison(labels, zs, zs_cal, bundle.calibration)
+            decisions = zs_cal.decisions  # what the bundle decides, as its users see it
+        else:
+            report["calibration"] = {"status": "uncalibrated", "decision_rule": "s_pos > s_neg (uncalibrated)"}
+            notes.append("the bundle has no models/calibration.json: its decisions are UNCALIBRATED (s_pos > s_neg); "
+                         "fit one with `medunic calibrate`")
     else:
         report["zero_shot"] = None
         notes.append("zero-shot skipped (--no-zero-shot)")
@@ -309,6 +321,64 @@ def evaluate_bundle(
     return report
 
 
+def calibration_comparison(labels, raw, calibrated, calibration) -> dict:
+    """Macro F1 and ECE per prompt language, with the paper's rule (``s_pos > s_neg``, ``sigmoid(m / tau)``)
+    and with the bundle's calibration, on the same images (:func:`evaluate_zero_shot` results)."""
+    from monai_medunic.metrics.calibration import expected_calibration_error
+
+    out: dict[str, Any] = {"status": "calibrated", "rule": calibration.rule, "method": calibration.method,
+                           "fitted_on": calibration.fitted_on, "languages": {}}
+    for lang in raw.probs:
+        out["languages"][lang] = {
+            "macro_f1_uncalibrated": raw.table[lang]["all"]["macro_f1"],
+            "macro_f1_calibrated": calibrated.table[lang]["all"]["macro_f1"],
+            "ece_uncalibrated": expected_calibration_error(labels, raw.probs[lang]),
+            "ece_calibrated": expected_calibration_error(labels, calibrated.probs[lang]),
+            "per_finding_f1_calibrated": calibrated.table[lang]["all"]["per_finding_f1"],
+            "fitted_findings": sorted(f for f, c in calibration.languages.get(lang, {}).items() if c.fitted),
+        }
+    return out
+
+
+def calibrate_bundle(
+    bundle_dir: str | os.PathLike,
+    manifest: str | os.PathLike,
+    split: str | None = "val",
+    batch_size: int = 16,
+    device: str = "cpu",
+    on_error: str = "skip",
+) -> dict:
+    """Fit the bundle's zero-shot calibration (:mod:`monai_medunic.metrics.calibration`) on a labelled
+    manifest split and write ``models/calibration.json``; returns the fitted file's content.
+
+    Raises:
+        MetricInputError: no usable labelled record in the split.
+    """
+    from monai_medunic.data.manifest import load_manifest
+    from monai_medunic.metrics.calibration import fit_calibration, save_calibration
+    from monai_medunic.pretrained import load_pretrained_bundle
+
+    manifest = os.fspath(manifest)
+    split = None if split in (None, "all") else split
+    bundle = load_pretrained_bundle(bundle_dir, device=device)
+    classifier = ZeroShotClassifier(bundle.model, bundle.tokenizer, bundle.findings, bundle.prompt_languages,
+                                    max_length=bundle.max_length)
+    loaded = load_manifest(manifest, on_error=on_error, split=split)
+    skipped: Counter = Counter(loaded.summary.dropped)
+    skipped.pop("other_split", None)
+    records, images = _load_images(loaded.records, bundle.image_size, on_error, skipped)
+    if images is None:
+        raise MetricInputError(f"{manifest}: no image of split '{split or 'all'}' could be loaded to calibrate on (skipped: {dict(skipped)})")
+    labels = _label_matrix(records, bundle.findings, manifest)
+    emb = _encode_images(bundle.model, images, batch_size, device)
+    margins = {lang: classifier.classify_embeddings(emb, lang).margin.cpu().numpy() for lang in classifier.languages}
+    cal = fit_calibration(margins, labels, bundle.findings, temperature=classifier.temperature,
+                          fitted_on={"split": split or "all", "skipped": dict(skipped)})
+    path = save_calibration(bundle_dir, cal)
+    logger.info("zero-shot calibration fitted on %d images of split '%s' written to %s", len(records), split or "all", path)
+    return cal.to_json()
+
+
 def _zero_shot_rows(report: Mapping) -> list[list[str]]:
     rows = []
     for plang, row in (report.get("zero_shot") or {}).items():
@@ -353,6 +423,15 @@ def render_markdown(report: Mapping) -> str:
         parts += ["", "Per-finding AUC (all images):", "", _md_table(["prompt language"] + list(findings), rows)]
     else:
         parts.append("not computed")
+    cal = report.get("calibration")
+    if cal:
+        parts += ["", "## Decisions and calibration", ""]
+        if cal.get("status") == "calibrated":
+            parts += [f"Calibrated ({cal['rule']} thresholds, {cal['method']} scaling; fitted on {cal['fitted_on']}).", "",
+                      _md_table(["prompt language", "macro F1 s_pos > s_neg", "macro F1 calibrated", "ECE uncalibrated", "ECE calibrated"],
+                                _calibration_rows(cal))]
+        else:
+            parts.append("**Uncalibrated**: decisions are s_pos > s_neg and scores are sigmoid(margin / tau), not probabilities.")
     parts += ["", "## Image-text retrieval (recall)", ""]
     rows = []
     for lang, r in report["retrieval"].items():
@@ -377,6 +456,11 @@ def render_markdown(report: Mapping) -> str:
     return "\n".join(parts) + "\n"
 
 
+def _calibration_rows(cal: Mapping) -> list[list[str]]:
+    return [[lang, _fmt(c["macro_f1_uncalibrated"]), _fmt(c["macro_f1_calibrated"]), _fmt(c["ece_uncalibrated"]), _fmt(c["ece_calibrated"])]
+            for lang, c in cal.get("languages", {}).items()]
+
+
 def _text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
     line = lambda r: "  ".join(str(x).ljust(w) for x, w in zip(r, widths))  # noqa: E731
@@ -389,6 +473,12 @@ def summary_table(report: Mapping) -> str:
     parts = [f"== {b['name']} {b['version']} on {report['data']['n_images']} images (split {report['split'] or 'all'}) =="]
     if report.get("zero_shot"):
         parts += ["zero-shot:", _text_table(["prompt", "data", "AUC", "F1", "n"], _zero_shot_rows(report))]
+    cal = report.get("calibration") or {}
+    if cal.get("status") == "calibrated":
+        parts += ["calibration (all images):", _text_table(["prompt", "F1 s_pos>s_neg", "F1 calibrated", "ECE before", "ECE after"],
+                                                           _calibration_rows(cal))]
+    elif cal:
+        parts.append("decisions: UNCALIBRATED (s_pos > s_neg); fit a calibration with `medunic calibrate`")
     rows = [[lang, _fmt(r["i2t"]["R@1"]), _fmt(r["i2t"]["R@10"]), _fmt(r["t2i"]["R@1"]), _fmt(r["t2i"]["R@10"])] for lang, r in report["retrieval"].items()]
     parts += ["retrieval:", _text_table(["data", "i2t R@1", "i2t R@10", "t2i R@1", "t2i R@10"], rows)]
     gap = report["language_gap"]

@@ -162,6 +162,10 @@ def test_training_writes_terms_checkpoints_and_export(trained: Path, n_train: in
     assert state["trainer"]["iteration"] == len(its)  # the trainer's position, for resume
     bundle = load_pretrained_bundle(trained)
     assert bundle.image_size == 32 and bundle.findings[0] == "Cardiomegaly"
+    # the zero-shot calibration is fitted on the validation split at the end of training, per prompt language
+    cal = json.loads((trained / "models" / "calibration.json").read_text())
+    assert set(cal["languages"]) == {"en", "es"} and cal["fitted_on"]["split"] == "val" and cal["fitted_on"]["images"] > 0
+    assert bundle.calibration is not None and set(cal["languages"]["es"]) == set(bundle.findings)
     assert list((trained / "logs").glob("events.out.tfevents.*")), "TensorBoard events"
 
 
@@ -204,8 +208,11 @@ def test_kill_mid_epoch_then_resume(tmp_path: Path, demo_data: Path, text_model:
 def test_inference_verify_and_evaluate(trained: Path) -> None:
     _run(trained, "configs/inference.json", "configs/test_overrides.json")
     preds = json.loads((trained / "eval" / "inference" / "predictions.json").read_text())
-    assert len(preds) >= 4 and set(preds[0]) >= {"id", "Cardiomegaly", "Edema"}
+    assert len(preds) >= 4 and set(preds[0]) >= {"id", "Cardiomegaly", "Edema", "decision_rule"}
     assert 0.0 <= preds[0]["Nodule"]["probability"] <= 1.0
+    fitted = {f for f, c in json.loads((trained / "models" / "calibration.json").read_text())["languages"]["en"].items()
+              if c["status"] == "fitted"}
+    assert {f for f in load_pretrained_bundle(trained).findings if preds[0][f]["calibrated"]} == fitted
     verify = subprocess.run(
         [sys.executable, "-m", "monai.bundle", "verify_net_in_out", "network_def",
          "--meta_file", str(trained / "configs" / "metadata.json"), "--config_file", str(trained / "configs" / "inference.json"),
@@ -234,6 +241,33 @@ def test_inference_verify_and_evaluate(trained: Path) -> None:
     _run(trained, "configs/evaluate.json", "configs/test_overrides.json")
     report = json.loads((trained / "eval" / "report.json").read_text())
     assert set(report["zero_shot"]) >= {"en", "es"}
+    assert report["calibration"]["status"] == "calibrated"
+    assert {"macro_f1_uncalibrated", "macro_f1_calibrated", "ece_uncalibrated", "ece_calibrated"} <= set(report["calibration"]["languages"]["es"])
+
+
+def test_inference_reads_each_languages_thresholds(trained: Path, tmp_path: Path) -> None:
+    """Fails if inference ignored the calibration or read one language's thresholds for the other."""
+    bundle = tmp_path / "extreme"
+    shutil.copytree(trained, bundle, ignore=shutil.ignore_patterns("eval", "checkpoints"))
+    path = bundle / "models" / "calibration.json"
+    cal = json.loads(path.read_text())
+    for lang, threshold in (("en", -10.0), ("es", 10.0)):  # en: everything positive; es: nothing
+        for c in cal["languages"][lang].values():
+            c.update(status="fitted", threshold=threshold, platt_a=1.0, platt_b=0.0)
+    path.write_text(json.dumps(cal))
+    found = {}
+    for lang in ("en", "es"):
+        overrides = json.loads((bundle / "configs" / "test_overrides.json").read_text())
+        (bundle / "configs" / "lang.json").write_text(json.dumps({**overrides, "language": lang, "output_dir": f"$@bundle_root + '/out_{lang}'"}))
+        _run(bundle, "configs/inference.json", "configs/lang.json")
+        preds = json.loads((bundle / f"out_{lang}" / "predictions.json").read_text())
+        found[lang] = {p[f]["positive"] for p in preds for f in load_pretrained_bundle(bundle).findings}
+        assert all(p["decision_rule"].startswith("margin >= per-finding threshold") for p in preds)
+    assert found == {"en": {True}, "es": {False}}
+    path.unlink()  # an uncalibrated bundle still works, and says so
+    _run(bundle, "configs/inference.json", "configs/lang.json")
+    preds = json.loads((bundle / "out_es" / "predictions.json").read_text())
+    assert all(p["decision_rule"] == "s_pos > s_neg (uncalibrated)" and not p["Edema"]["calibrated"] for p in preds)
 
 
 @pytest.mark.distributed
