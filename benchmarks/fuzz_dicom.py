@@ -43,6 +43,10 @@ RESULTS = REPO / "benchmarks" / "results"
 sys.path.insert(0, str(REPO / "tests"))
 
 
+class _TimeBudgetSpent(Exception):
+    """Raised inside the hypothesis test when ``--max-minutes`` is spent (not a finding: no case is counted)."""
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cases", type=int, default=10_000)
@@ -51,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per surface call before it counts as a hang")
     p.add_argument("--memory-headroom", type=float, default=3.0, help="GiB of address space above the process's size")
     p.add_argument("--tag", default="", help="suffix of the result files (e.g. 'baseline')")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="stop after this many minutes and report the cases run so far (a loaded machine)")
     args = p.parse_args(argv)
 
     import hypothesis
@@ -79,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
               suppress_health_check=list(HealthCheck))
     @given(dm.cases(list(seeds), max_mutations=args.max_mutations, weights=weights))
     def run(case: dm.Case) -> None:
+        if args.max_minutes is not None and time.perf_counter() - t0 > 60 * args.max_minutes:
+            raise _TimeBudgetSpent
         n[0] += 1
         per_seed[case.seed] += 1
         for o in dm.check_case(case, seeds, os.path.join(work, "case"), surfaces, args.timeout,
@@ -95,7 +103,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{n[0]} cases, {time.perf_counter() - t0:.0f} s, crashes {sum(c['count'] for c in crashes.values())}",
                   flush=True)
 
-    run()
+    try:
+        run()
+    except _TimeBudgetSpent:
+        print(f"time budget of {args.max_minutes:g} min spent after {n[0]} of {args.cases} cases", flush=True)
     seconds = time.perf_counter() - t0
     total_crashes = sum(c["count"] for c in crashes.values())
     result = {
@@ -104,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         "package": str(Path(monai_medunic.__file__).parent),
         "hypothesis": hypothesis.__version__,
         "cases": n[0],
+        "cases_requested": args.cases,
         "seed": args.seed,
         "seconds": round(seconds, 1),
         "per_surface": {s: dict(c) for s, c in counts.items()},
@@ -118,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     name = "fuzz_dicom" + (f"_{args.tag}" if args.tag else "")
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1))
     lines = [f"# DICOM fuzzing: {n[0]} cases ({result['date']})", "",
-             f"`python benchmarks/fuzz_dicom.py --cases {args.cases} --seed {args.seed}` on {result['package']}; "
+             f"`python benchmarks/fuzz_dicom.py --cases {args.cases} --seed {args.seed}"
+             f"{f' --max-minutes {args.max_minutes:g}' if args.max_minutes is not None else ''}` on {result['package']}; "
+             f"{n[0]} of {args.cases} cases run; "
              f"{seconds:.0f} s; slowest call {slowest[0]:.2f} s.", "",
              "| surface | image / accepted | typed error | crash |", "| --- | ---: | ---: | ---: |"]
     for s, c in counts.items():

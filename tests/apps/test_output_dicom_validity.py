@@ -1,6 +1,8 @@
 """Every DICOM object the Deploy app writes passes dciodvfy (dicom3tools) with 0 errors: the findings SR of
 ``apps/cxr_findings``, in English and Spanish, for the real chest CR of pydicom-data and for demo CR and DX
-studies (the demo objects themselves are checked by ``tests/data/test_demo_dicom_validity.py``).
+studies (the demo objects themselves are checked by ``tests/data/test_demo_dicom_validity.py``, the Deploy
+SEG of ``apps/cxr_segmentation`` by ``tests/apps/test_cxr_segmentation_app.py``; a guard below keeps that
+list complete as DICOM writers are added).
 
 The SR is built and written by the functions the app's writer operator calls
 (:func:`monai_medunic.deploy.write_study_outputs`), so no SDK run is needed; ``test_cxr_findings_app.py``
@@ -11,6 +13,7 @@ as an empty value.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -22,6 +25,19 @@ from pydicom.data import get_testdata_file
 
 from monai_medunic.deploy import write_study_outputs
 from monai_medunic.deploy.results import PreparedImage, StudyFindings
+
+REPO = Path(__file__).resolve().parents[2]
+# package modules that write DICOM objects of their own -> the tests that run dciodvfy on what they write
+DICOM_WRITERS = {
+    "monai_medunic/data/demo/generate.py": ["tests/data/test_demo_dicom_validity.py"],  # CR, DX, SR, SEG
+    "monai_medunic/data/demo/dicom_io.py": ["tests/data/test_demo_dicom_validity.py"],  # the CT series encoder
+    "monai_medunic/deploy/sr.py": ["tests/apps/test_output_dicom_validity.py"],  # Deploy findings SR
+    "monai_medunic/deploy/sr_writer.py": ["tests/apps/test_output_dicom_validity.py"],  # its operator: write_study_outputs
+    "monai_medunic/deploy/segmentation.py": ["tests/apps/test_cxr_segmentation_app.py"],  # Deploy SEG
+}
+# modules that only store objects received from a PACS, as received (not objects of ours)
+RECEIVED_COPIES = {"monai_medunic/deploy/dicomweb.py", "monai_medunic/label/datastore.py"}
+_WRITES_DICOM = re.compile(r"\.save_as\(|dcmwrite\(|write_file_meta_info|DICOM\w*WriterOperator")
 
 FINDINGS = ["Cardiomegaly", "Pleural Effusion", "Pneumothorax", "Nodule", "Consolidation", "Edema"]
 
@@ -73,3 +89,15 @@ def test_dciodvfy_catches_what_was_wrong(sources, tmp_path) -> None:
     sr.SeriesDescription = "IA hallazgos RX tórax zero-shot - investigación, no diagnóstico"
     sr.save_as(sr_path, enforce_file_format=True)
     assert any("Series Description" in e for e in dciodvfy_errors(sr_path))
+
+
+def test_every_dicom_writer_has_a_validity_test() -> None:
+    """A module of the package that writes DICOM is listed above with a test that runs dciodvfy on its output."""
+    writers = {str(p.relative_to(REPO)) for p in (REPO / "monai_medunic").rglob("*.py")
+               if _WRITES_DICOM.search(p.read_text(encoding="utf-8"))}
+    assert "monai_medunic/deploy/sr.py" in writers  # the scan finds writers
+    unlisted = writers - set(DICOM_WRITERS) - RECEIVED_COPIES
+    assert not unlisted, f"modules writing DICOM without a dciodvfy test: {sorted(unlisted)}; add them to DICOM_WRITERS"
+    for module, tests in DICOM_WRITERS.items():
+        for test in tests:
+            assert "dciodvfy" in (REPO / test).read_text(encoding="utf-8"), (module, test)
