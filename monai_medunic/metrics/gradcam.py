@@ -9,6 +9,19 @@ prompt pair of the same finding shows whether the two languages look at the same
 
 ViT encoders have no convolutional stage here; :func:`default_target_layer` refuses them with a
 clear error.
+
+**Why a map can be empty (uniform).** The ResNet encoders mean-pool ``layer4``, so the margin's gradient
+is the same at every cell: Grad-CAM's channel weights are ``alpha = g / (h w)`` with ``g`` the gradient
+of the margin at the pooled feature ``x``, and its map before the ReLU is ``g . f_p / (h w)``, each
+cell's first-order contribution to the margin. Those contributions sum to ``g . x``; through the L2
+normalisation of the embedding a projector without biases would give ``g . x = 0`` (the normalised
+embedding does not change when ``x`` is scaled), so the sum is set by the projector's biases (its
+BatchNorm shifts), not by the image. When it is negative and the cells differ by less than it, every
+cell is ``<= 0``, MONAI's ReLU removes all of them, and :func:`_unit_range` returns zeros -- whatever
+the zero-shot decision. Measured on the demo bundle (``medunic grounding`` counts these maps as
+``flat``): flat maps were exactly those whose pre-ReLU map is ``<= 0`` everywhere, and most of them
+came with a positive decision. The signed map of
+:meth:`~monai_medunic.pretrained.PretrainedInference.similarity_map` is never clipped.
 """
 
 from __future__ import annotations
