@@ -161,9 +161,28 @@ BUNDLES = {"cxr_medunic_pretrain": _medunic_pretrain, "cxr_text_mlm": _text_mlm,
            "cxr_ct_unimedi_pretrain": _ct_unimedi_pretrain, "cxr_vqa": _vqa}
 
 
+# training bundles that save only the final model with MONAI's CheckpointSaver (ignite writes it atomically): no
+# periodic checkpoint, no resume, so nothing a kill could leave half-written for a rerun to read
+FINAL_MODEL_ONLY = {"cxr_linear_probe", "cxr_segmentation", "cxr_detection"}
+
+
+def _tracked_training_bundles() -> dict[str, str]:
+    """Committed bundles with a configs/train.json -> its text."""
+    files = subprocess.run(["git", "ls-files", "bundles/*/configs/train.json"], cwd=REPO, capture_output=True,
+                           text=True).stdout.split()
+    return {Path(f).parts[1]: (REPO / f).read_text() for f in files}
+
+
 def test_every_checkpointing_bundle_is_covered() -> None:
     missing = _tracked_checkpointing_bundles() - set(BUNDLES)
     assert not missing, f"training bundles without a kill-during-checkpoint case: {sorted(missing)}; add them to BUNDLES"
+    for name, config in _tracked_training_bundles().items():
+        if name in BUNDLES:
+            continue
+        if "CheckpointSaver" in config:  # MONAI's saver: allowed only as a final-model save
+            assert name in FINAL_MODEL_ONLY, f"{name} checkpoints with MONAI's CheckpointSaver: add a kill case or list it"
+            assert '"save_final": true' in config and "save_interval" not in config and "Resume" not in config, (
+                f"{name} now saves periodic checkpoints or resumes: it needs a kill-during-checkpoint case in BUNDLES")
 
 
 def _checkpoints(folder: Path) -> dict[int, Path]:
