@@ -19,6 +19,7 @@ from monai_medunic.errors import MedUniCError
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo-data": ("monai_medunic.data.demo:cli_main", "generate the embedded synthetic bilingual CXR DICOM dataset"),
     "build-vocab": ("monai_medunic.text.vocab:cli_main", "extend a WordPiece vocabulary with a second language"),
+    "build-base-model": ("monai_medunic.text.vocab:base_model_cli_main", "build an offline BERT base model on a report corpus"),
     "demo": ("monai_medunic.demo:cli_main", "run the whole pipeline on the embedded demo data"),
     "demo-unimedi": ("monai_medunic.demo_unimedi:cli_main", "run UniMedI (2D + 3D pre-training, slice selection, downstream) on the demo data"),
     "demo-unimlip": ("monai_medunic.demo_unimlip:cli_main", "run Uni-Mlip (Table 3 and 4 ablations, VQA) on the demo data"),

@@ -35,34 +35,18 @@ logger = logging.getLogger("monai_medunic.demo")
 
 DEMO_FINDINGS = ["Cardiomegaly", "Pleural Effusion", "Pneumothorax", "Nodule", "Consolidation", "Edema"]
 
-# Demo-scale settings of the pre-training bundle (its defaults stay at the paper's sizes).
-PRETRAIN_DEMO_SETTINGS: dict[str, Any] = {
-    "image_encoder": "resnet18",
-    "image_size": 96,
-    "embed_dim": 128,
-    "ctr_dim": 256,
-    "freeze_layers": 0,
-    # the demo's 2-layer text model is trained by MLM only, which leaves its [CLS] vector untrained:
-    # mean pooling learns the image-report alignment far faster here (the bundle default stays "cls")
-    "text_pooling": "mean",
-    "max_length": 64,
-    "batch_size": 32,
-    "val_batch_size": 64,
-    "num_workers": 0,
-    "max_epochs": 24,
-    "learning_rate": 1e-3,
-    "weight_decay": 0.05,
-    "warmup_fraction": 0.1,
-    "augment_translate_pixels": 5,
-}
+def _bundle_demo_settings(bundle: str) -> dict[str, Any]:
+    """A bundle's named demo config (``bundles/<bundle>/configs/demo.json``): the demo-scale settings a user
+    appends to ``configs/train.json`` to train small (the bundle's defaults stay at the paper's sizes)."""
+    path = Path(__file__).resolve().parents[1] / "bundles" / bundle / "configs" / "demo.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
-MLM_DEMO_SETTINGS: dict[str, Any] = {
-    "max_length": 64,
-    "batch_size": 32,
-    "max_epochs": 4,
-    "learning_rate": 5e-4,
-    "num_workers": 0,
-}
+
+# Demo-scale settings of the pre-training bundle (bundles/cxr_medunic_pretrain/configs/demo.json; e.g. the
+# demo's 2-layer text model is trained by MLM only, which leaves its [CLS] vector untrained: mean pooling
+# learns the image-report alignment far faster here, while the bundle default stays "cls").
+PRETRAIN_DEMO_SETTINGS: dict[str, Any] = _bundle_demo_settings("cxr_medunic_pretrain")
+MLM_DEMO_SETTINGS: dict[str, Any] = _bundle_demo_settings("cxr_text_mlm")
 
 
 def repo_root() -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections import Counter
 from typing import Any, Sequence
 
 from monai_medunic.data.manifest import load_manifest, records_to_data_dicts
@@ -99,18 +100,34 @@ def _is_dicom_file(path: str) -> bool:
     return head[128:132] == b"DICM"
 
 
-def _image_entry(path: str) -> dict[str, Any]:
+def _image_entry(path: str, skipped: Counter | None = None, frontal_only: bool = False) -> dict[str, Any] | None:
+    """The entry of one image file; with ``skipped`` (a folder's files), ``None`` for a DICOM object that
+    is not an image (SR, SEG, ...) or, with ``frontal_only``, a lateral view, counted by reason."""
     entry = {"image": path, "id": path, "image_path": path, "sop_instance_uid": ""}
     if _is_dicom_file(path):
         import pydicom
 
         try:
-            header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID", "StudyInstanceUID"])
-            entry["sop_instance_uid"] = str(header.get("SOPInstanceUID", ""))
-            entry["id"] = str(header.get("StudyInstanceUID", "")) or path
+            header = pydicom.dcmread(path, stop_before_pixels=True)
         except Exception as err:  # noqa: BLE001 - the loader gives the typed error for this file later
             logger.warning("cannot read the header of %s (%s): it is scored by path", os.path.basename(path), type(err).__name__)
+            return entry
+        entry["sop_instance_uid"] = str(header.get("SOPInstanceUID", ""))
+        entry["id"] = str(header.get("StudyInstanceUID", "")) or path
+        if skipped is not None:
+            if "Rows" not in header or header.get("Modality") in _NOT_IMAGES:
+                skipped["not_an_image"] += 1
+                return None
+            if frontal_only:
+                from monai_medunic.transforms.views import classify_view
+
+                if classify_view(header) == "lateral":
+                    skipped["lateral_view"] += 1
+                    return None
     return entry
+
+
+_NOT_IMAGES = ("SR", "SEG", "KO", "PR", "RTSTRUCT", "REG", "DOC")
 
 
 def inference_datalist(
@@ -121,7 +138,8 @@ def inference_datalist(
 ) -> list[dict[str, Any]]:
     """The images to score, from whatever a user has: a manifest (``.jsonl`` / ``.csv``: every record, with
     or without a report, of ``split`` when one is given), a folder (every DICOM, PNG or NIfTI file under
-    it), one image file, or a list of image files.
+    it; DICOM objects that are not images, such as SRs and SEGs, and, with ``frontal_only``, lateral views
+    are left out with a logged count), one image file, or a list of image files.
 
     Each entry has ``image``, ``id`` (the study UID when the manifest or DICOM header gives one, else
     the path), ``image_path`` and ``sop_instance_uid`` (``""`` for non-DICOM files), so that results can
@@ -147,7 +165,13 @@ def inference_datalist(
                 logger.info("%s: %d file(s) that are not DICOM, PNG or NIfTI images were left out", path, ignored)
             if not picked:
                 raise ManifestError("the folder holds no DICOM, PNG or NIfTI file to score", path=path)
-            return [_image_entry(f) for f in picked]
+            skipped: Counter = Counter()
+            entries = [e for e in (_image_entry(f, skipped, frontal_only) for f in picked) if e is not None]
+            if skipped:
+                logger.info("%s: %d image file(s) to score; left out: %s", path, len(entries), dict(skipped))
+            if not entries:
+                raise ManifestError(f"the folder holds no image to score (left out: {dict(skipped)})", path=path)
+            return entries
         if not os.path.exists(path):
             raise ManifestError("nothing to score: the path does not exist", path=path)
         return [_image_entry(path)]

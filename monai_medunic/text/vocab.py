@@ -443,3 +443,34 @@ def cli_main(argv: Sequence[str]) -> int:
     print(f"vocabulary {result.base_vocab_size} -> {result.new_vocab_size} "
           f"(+{len(result.added_tokens)} '{result.language}' tokens) written to {result.out_dir}")
     return 0
+
+
+def base_model_cli_main(argv: Sequence[str]) -> int:
+    """``medunic build-base-model``: an offline BERT masked-LM base model (:func:`build_base_model`), the
+    stand-in for the English CXR-BERT where no model hub is reachable."""
+    p = argparse.ArgumentParser(
+        prog="medunic build-base-model",
+        description="Build a small BERT masked-LM with a WordPiece vocabulary trained on a report corpus (offline), "
+        "as the English base model that build-vocab extends and the cxr_text_mlm bundle post-pre-trains.",
+    )
+    p.add_argument("--corpus", required=True,
+                   help="CSV (.csv[.gz]), JSONL (.jsonl[.gz]) or text file (one report per line); or 'iu_xray' / "
+                   "'padchest' for the reports in the torchxrayvision wheel")
+    p.add_argument("--language", default="en", help="language code of the corpus, default en")
+    p.add_argument("--out", required=True, help="output HF directory (written atomically)")
+    p.add_argument("--vocab-size", type=int, default=4000)
+    p.add_argument("--hidden-size", type=int, default=64)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--heads", type=int, default=2)
+    p.add_argument("--max-length", type=int, default=512, help="max_position_embeddings: the longest tokenised report")
+    p.add_argument("--text-field", default=None, help="CSV column / JSONL key of the report text (default: report)")
+    p.add_argument("--language-field", default=None, help="JSONL key of a per-record language tag to filter on")
+    p.add_argument("--limit", type=int, default=None, help="use at most this many reports")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    args = p.parse_args(list(argv))
+    out = build_base_model(args.out, _corpus_from_args(args), vocab_size=args.vocab_size, hidden_size=args.hidden_size,
+                           num_layers=args.layers, num_heads=args.heads, max_position_embeddings=args.max_length,
+                           seed=args.seed, overwrite=args.overwrite)
+    print(f"base model written to {out} (use it as --base of `medunic build-vocab` or as text_model_dir)")
+    return 0

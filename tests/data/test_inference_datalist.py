@@ -23,6 +23,7 @@ def images(tmp_path):
     shutil.copy(rg1, folder / "series" / "IM0001")  # a PACS export: no suffix
     Image.fromarray((np.arange(64 * 64).reshape(64, 64) % 255).astype(np.uint8)).save(folder / "photo.png")
     (folder / "notes.txt").write_text("not an image")
+    shutil.copy(get_testdata_file("test-SR.dcm"), folder / "series" / "SR0001")  # a report, not an image
     return folder
 
 
@@ -47,7 +48,7 @@ def test_manifest_records_without_report_or_split_are_scored(tmp_path, images) -
 
 def test_folder_file_and_list(images) -> None:
     data = inference_datalist(images)
-    assert [d["image_path"].split("/")[-1] for d in data] == ["photo.png", "IM0001"]  # notes.txt left out
+    assert [d["image_path"].split("/")[-1] for d in data] == ["photo.png", "IM0001"]  # notes.txt and the SR left out
     header = pydicom.dcmread(data[1]["image"], stop_before_pixels=True)
     assert data[1]["id"] == str(header.StudyInstanceUID) and data[1]["sop_instance_uid"] == str(header.SOPInstanceUID)
     assert inference_datalist(images / "photo.png")[0]["id"].endswith("photo.png")
