@@ -45,6 +45,8 @@ from monai_medunic.errors import ConfigurationError, ModelLoadError
 __all__ = [
     "PretrainedBundle",
     "PretrainedInference",
+    "SegmentationModel",
+    "load_segmentation_bundle",
     "SimilarityMap",
     "load_inference",
     "load_pretrained_bundle",
@@ -635,6 +637,59 @@ def load_inference(bundle_dir: str | os.PathLike, device: str | torch.device = "
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigurationError(f"device '{device}': CUDA is not available on this machine")
     return PretrainedInference(load_pretrained_bundle(bundle_dir, device=device), text_cache_size=text_cache_size)
+
+
+# --------------------------------------------------------------------------------------------------
+# Trained cxr_segmentation bundles (networks.dense.EncoderSegmentationNetwork on a pre-trained encoder).
+
+
+@dataclass
+class SegmentationModel:
+    """A trained ``cxr_segmentation`` bundle, loaded: the network (eval mode) and its settings (used by the Deploy app
+    ``cxr_segmentation`` and the MONAI Label app, which must not import the Deploy SDK)."""
+
+    bundle_dir: Path
+    network: torch.nn.Module
+    findings: list[str]
+    image_size: int
+    threshold: float
+    name: str = "cxr_segmentation"
+    version: str = "0"
+
+
+def load_segmentation_bundle(bundle_dir: str | os.PathLike, device: str | torch.device = "cpu") -> SegmentationModel:
+    """The ``network_def``, ``findings``, ``image_size`` and ``threshold`` of the bundle's
+    ``configs/inference.json``, with ``models/model.pt`` loaded (``weights_only=True``).
+
+    Raises:
+        ModelLoadError: a file is missing, the config does not build, or the weights do not fit (names the path).
+    """
+    from monai.bundle import ConfigParser
+
+    root = Path(bundle_dir)
+    config, weights = root / "configs" / "inference.json", root / "models" / "model.pt"
+    for required in (config, weights):
+        if not required.is_file():
+            raise ModelLoadError(f"{root}: not a trained cxr_segmentation bundle: '{required.relative_to(root)}' is missing")
+    try:
+        parser = ConfigParser()
+        parser.read_config(str(config))
+        parser["bundle_root"] = str(root)
+        network = parser.get_parsed_content("network_def", instantiate=True)
+        findings = [str(f) for f in parser.get_parsed_content("findings")]
+        image_size = int(parser.get_parsed_content("image_size"))
+        threshold = float(parser.get_parsed_content("threshold"))
+    except Exception as err:
+        raise ModelLoadError(f"{config}: cannot build the segmentation network: {type(err).__name__}: {str(err)[:300]}") from err
+    try:
+        network.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    except Exception as err:
+        raise ModelLoadError(f"{weights}: the weights do not fit the network of inference.json: {type(err).__name__}: {str(err)[:300]}") from err
+    meta_file = root / "configs" / "metadata.json"
+    meta = json.loads(meta_file.read_text(encoding="utf-8")) if meta_file.is_file() else {}
+    network.to(device).eval()
+    return SegmentationModel(root, network, findings, image_size, threshold, str(meta.get("name", root.name)), str(meta.get("version", "0")))
+
 
 
 # --------------------------------------------------------------------------------------------------

@@ -57,7 +57,7 @@ class MedUniCApp(MONAILabelApp):
             studies=studies,
             conf=conf,
             name="monai-medunic (Med-UniC)",
-            description="Zero-shot chest X-ray findings and phrase grounding from a trained Med-UniC bundle. Research use only.",
+            description="Zero-shot chest X-ray findings, phrase grounding, CT slice selection (UniMedI) and finding masks (cxr_segmentation) from trained bundles. Research use only.",
             version=__version__,
         )
         install_error_handlers()

@@ -12,15 +12,16 @@ the MONAI Deploy SDK.
 * :mod:`.http`: client errors as 4xx answers.
 """
 
-from .context import BUNDLE_CONF_KEY, BundleContext
+from .context import BUNDLE_CONF_KEY, SEGMENTATION_CONF_KEY, BundleContext
 from .datastore import DicomSeriesDatastore, ImageNotInPacsError, InvalidImageIdError, make_dicomweb_datastore
 from .http import check_infer_request, install_error_handlers, to_http_exception
 from .images import SelectRadiographd, is_dicom_uid, select_radiograph
 from .scorer import FindingsScorer, load_findings_scorer
-from .tasks import DISCLAIMER, GroundingTask, InvalidParameterError, MedUniCInferTask, SliceSelectionTask, ZeroShotFindingsTask
+from .tasks import DISCLAIMER, GroundingTask, InvalidParameterError, MedUniCInferTask, SegmentationTask, SliceSelectionTask, ZeroShotFindingsTask
 
 __all__ = [
     "BUNDLE_CONF_KEY",
+    "SEGMENTATION_CONF_KEY",
     "BundleContext",
     "DicomSeriesDatastore",
     "ImageNotInPacsError",
@@ -37,6 +38,7 @@ __all__ = [
     "DISCLAIMER",
     "GroundingTask",
     "SliceSelectionTask",
+    "SegmentationTask",
     "InvalidParameterError",
     "MedUniCInferTask",
     "ZeroShotFindingsTask",

@@ -21,11 +21,13 @@ from monai_medunic.errors import ConfigurationError
 
 from .scorer import FindingsScorer, load_findings_scorer
 
-__all__ = ["BundleContext", "BUNDLE_CONF_KEY"]
+__all__ = ["BundleContext", "BUNDLE_CONF_KEY", "SEGMENTATION_CONF_KEY"]
 
 logger = logging.getLogger(__name__)
 
 BUNDLE_CONF_KEY = "bundle_path"
+#: ``--conf segmentation_bundle_path DIR``: a trained ``cxr_segmentation`` bundle served next to the pre-training bundle
+SEGMENTATION_CONF_KEY = "segmentation_bundle_path"
 
 
 @dataclass
@@ -63,3 +65,22 @@ class BundleContext:
         if "findings" not in self._cache:
             self._cache["findings"] = load_findings_scorer(self.bundle_path, self.device)
         return self._cache["findings"]
+
+    def segmentation_model(self) -> Any:
+        """The trained ``cxr_segmentation`` bundle of ``--conf segmentation_bundle_path`` (loaded on first use,
+        :func:`~monai_medunic.pretrained.load_segmentation_bundle`), or ``None`` when the app has none.
+
+        Raises:
+            ConfigurationError: the path is not a folder. ModelLoadError: not a trained segmentation bundle.
+        """
+        raw = self.conf.get(SEGMENTATION_CONF_KEY, "").strip()
+        if not raw:
+            return None
+        if "segmentation" not in self._cache:
+            from monai_medunic.pretrained import load_segmentation_bundle
+
+            path = Path(os.path.expanduser(raw)).absolute()
+            if not path.is_dir():
+                raise ConfigurationError(f"--conf {SEGMENTATION_CONF_KEY} {path}: not a folder (expected a trained cxr_segmentation bundle)")
+            self._cache["segmentation"] = load_segmentation_bundle(path, self.device)
+        return self._cache["segmentation"]

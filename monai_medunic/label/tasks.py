@@ -21,9 +21,11 @@ Tasks:
 * :class:`GroundingTask`: the similarity map of a free-text prompt
   (:meth:`~monai_medunic.pretrained.PretrainedInference.similarity_map`), returned as a label image;
 * :class:`SliceSelectionTask`: the top-k slices of a CT series for a report or prompt, with a UniMedI
-  bundle (:meth:`~monai_medunic.pretrained.PretrainedInference.select_slices`).
+  bundle (:meth:`~monai_medunic.pretrained.PretrainedInference.select_slices`);
+* :class:`SegmentationTask`: finding masks from a trained ``cxr_segmentation`` bundle
+  (``--conf segmentation_bundle_path``), returned as a label image.
 
-A new task (e.g. segmentation from ``cxr_segmentation``) is one subclass
+A new task is one subclass
 here (its parameters in :meth:`~MedUniCInferTask.parse_params`, its work in ``run_inferer``, its answer
 in ``writer``) and one task config in the app's ``lib/configs``.
 """
@@ -48,7 +50,7 @@ from monai_medunic.transforms.radiograph import LoadRadiographd
 from .images import SOURCE_KEY, SelectRadiographd
 from .scorer import FindingsScorer
 
-__all__ = ["InvalidParameterError", "MedUniCInferTask", "ZeroShotFindingsTask", "GroundingTask", "SliceSelectionTask", "DISCLAIMER"]
+__all__ = ["InvalidParameterError", "MedUniCInferTask", "ZeroShotFindingsTask", "GroundingTask", "SliceSelectionTask", "SegmentationTask", "DISCLAIMER"]
 
 logger = logging.getLogger(__name__)
 
@@ -363,3 +365,66 @@ class SliceSelectionTask(MedUniCInferTask):
             "disclaimer": DISCLAIMER,
         }
         return None, result
+
+
+class SegmentationTask(MedUniCInferTask):
+    """Finding masks of a chest radiograph from a trained ``cxr_segmentation`` bundle
+    (:func:`~monai_medunic.pretrained.load_segmentation_bundle`), the inference path of the Deploy app
+    ``cxr_segmentation``: the original instance through ``LoadDicomImage``, resized to the bundle's
+    ``image_size`` by the model input transform of training, then
+    :func:`~monai_medunic.networks.dense.predict_masks` (sigmoid, bilinear resize of the probabilities
+    to the radiograph's rows and columns, the bundle's threshold).
+
+    The label is a 2D NIfTI of the radiograph's rows and columns (pixel spacing on the affine) holding
+    ``i + 1`` where finding ``i`` (the bundle's order, ``labels`` of ``/info``) is present; where masks
+    overlap the later finding is written. The JSON answer gives each finding's own pixel count (overlaps
+    included) and the instance segmented (UIDs only).
+    """
+
+    def __init__(self, scorer: FindingsScorer, segmentation: Any) -> None:
+        self.segmentation = segmentation
+        super().__init__(
+            scorer,
+            type=InferType.SEGMENTATION,
+            labels=list(segmentation.findings),
+            description=(
+                f"Finding masks of a chest X-ray ({segmentation.name} {segmentation.version}): label i+1 = finding i. {DISCLAIMER}"
+            ),
+            config={},
+        )
+
+    def _algorithm(self) -> dict[str, str]:
+        return {"name": self.segmentation.name, "version": self.segmentation.version}
+
+    def run_inferer(self, data: dict[str, Any], convert_to_batch: bool = True, device: str = "cpu") -> dict[str, Any]:
+        from monai_medunic.networks.dense import predict_masks
+        from monai_medunic.transforms.pipelines import model_input_transform
+
+        image = data[self.input_key]
+        seg = self.segmentation
+        x = torch.as_tensor(model_input_transform(seg.image_size)(image))[None].float()
+        x = x.to(next(seg.network.parameters()).device)
+        data["masks"] = predict_masks(seg.network, x, seg.threshold, tuple(image.shape[1:]))[0].cpu().numpy()
+        data["pixel_spacing"] = image.meta.get("pixel_spacing") if hasattr(image, "meta") else None
+        return data
+
+    def writer(self, data: dict[str, Any], extension=None, dtype=None) -> tuple[str, dict[str, Any]]:
+        from monai_medunic.data.demo.truth import write_mask_nifti_2d
+
+        masks = data["masks"]
+        label = np.zeros(masks.shape[1:], dtype=np.uint8)
+        for i, m in enumerate(masks):
+            label[m] = i + 1
+        spacing = data.get("pixel_spacing") or (1.0, 1.0)
+        fd, path = tempfile.mkstemp(prefix="segmentation_", suffix=".nii.gz")
+        os.close(fd)
+        write_mask_nifti_2d(path, label, (float(spacing[0]), float(spacing[1])))
+        result = {
+            "findings": [{"finding": f, "label": i + 1, "pixels": int(m.sum())} for i, (f, m) in enumerate(zip(self.segmentation.findings, masks))],
+            "shape": list(label.shape),
+            "threshold": float(self.segmentation.threshold),
+            "algorithm": self._algorithm(),
+            "source": self._source(data),
+            "disclaimer": DISCLAIMER,
+        }
+        return path, result

@@ -34,6 +34,7 @@ from orthanc import OrthancServer
 RG1 = Path(get_testdata_file("RG1_UNCI.dcm"))
 TASK = "zero_shot_findings"
 GROUNDING = "grounding"
+SEGMENTATION = "segmentation"
 HTTP_TIMEOUT = 120
 TOL = 1e-5
 
@@ -72,7 +73,27 @@ def _headers(files: list[Path]) -> dict[str, dict]:
 
 
 @pytest.fixture(scope="module")
-def stack(tiny_bundle, tmp_path_factory):
+def seg_bundle(tmp_path_factory) -> Path:
+    """A cxr_segmentation bundle in its trained layout, ResNet-18 at 64 px, untrained (logits near 0: real masks)."""
+    from monai.bundle import ConfigParser
+
+    root = tmp_path_factory.mktemp("label_seg") / "cxr_segmentation"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "bundles" / "cxr_segmentation", root,
+                    ignore=shutil.ignore_patterns("models", "data", "predictions"))
+    config = json.loads((root / "configs" / "inference.json").read_text())
+    config.update(image_encoder="resnet18", image_size=64)
+    (root / "configs" / "inference.json").write_text(json.dumps(config, indent=2))
+    parser = ConfigParser()
+    parser.read_config(str(root / "configs" / "inference.json"))
+    torch.manual_seed(0)
+    net = parser.get_parsed_content("network_def")
+    (root / "models").mkdir()
+    torch.save(net.state_dict(), root / "models" / "model.pt")
+    return root
+
+
+@pytest.fixture(scope="module")
+def stack(tiny_bundle, seg_bundle, tmp_path_factory):
     from monai_medunic.data.demo import generate_demo_dataset
     from monai_medunic.deploy.launch import run_cxr_findings_app
 
@@ -98,7 +119,8 @@ def stack(tiny_bundle, tmp_path_factory):
         s.pacs = OrthancServer(root / "pacs").start()
         try:
             s.pacs.store_files(files)  # STOW-RS
-            s.label = LabelServer(root / "label", s.pacs.dicomweb_url, {"bundle_path": str(tiny_bundle)}).start()
+            conf = {"bundle_path": str(tiny_bundle), "segmentation_bundle_path": str(seg_bundle)}
+            s.label = LabelServer(root / "label", s.pacs.dicomweb_url, conf).start()
             bad_future = pool.submit(bad_start)
             s.deploy = deploy_future.result()
             s.bad_start = bad_future.result()
@@ -142,7 +164,8 @@ def _probs(answer: dict) -> list[float]:
 def test_info_lists_the_tasks_built_from_the_bundle(stack, tiny_bundle):
     info = requests.get(f"{stack.label.url}/info/", timeout=HTTP_TIMEOUT).json()
     bundle = load_pretrained_bundle(tiny_bundle)
-    assert sorted(info["models"]) == [GROUNDING, TASK]
+    assert sorted(info["models"]) == [GROUNDING, SEGMENTATION, TASK]
+    assert info["models"][SEGMENTATION]["labels"] == ["Nodule", "Pneumothorax", "Pleural Effusion", "Consolidation"]
     grounding = info["models"][GROUNDING]
     assert grounding["type"] == "segmentation" and grounding["labels"] == ["grounding"]
     assert grounding["config"]["kind"] == ["contribution", "cosine"] and "not a diagnosis" in grounding["description"]
@@ -151,7 +174,7 @@ def test_info_lists_the_tasks_built_from_the_bundle(stack, tiny_bundle):
     assert task["labels"] == bundle.findings
     assert task["config"]["language"] == ["en", "es"]  # the default first, then the bundle's other languages
     assert bundle.name in task["description"] and "not a diagnosis" in task["description"]
-    assert sorted(info["labels"]) == sorted([*bundle.findings, "grounding"])  # MONAI Label's union over the tasks
+    assert set(info["labels"]) == {*bundle.findings, "grounding"}  # MONAI Label's union over the tasks
     # the datastore lists the PACS's CR series (its QIDO-RS filter), read from Orthanc
     cr_series = [uid for uid, h in stack.series.items() if h["modality"] == "CR"]
     assert info["datastore"]["total"] == len(cr_series) >= 2
@@ -250,6 +273,38 @@ def test_grounding_map_of_a_free_text_prompt_returned_as_a_label(stack, tiny_bun
     (tmp_path / "mask.nii.gz").write_bytes(mask.content)
     binary = np.asarray(nib.load(tmp_path / "mask.nii.gz").dataobj)
     assert set(np.unique(binary)) <= {0, 1} and abs(int(binary.sum()) - int((scaled >= 0.7).sum())) <= 0.001 * binary.size
+
+
+@pytest.mark.slow
+def test_segmentation_masks_from_the_segmentation_bundle_returned_as_a_label(stack, seg_bundle, tmp_path):
+    import nibabel as nib
+
+    from monai_medunic.networks.dense import predict_masks
+    from monai_medunic.pretrained import load_segmentation_bundle
+    from monai_medunic.transforms.radiograph import LoadRadiograph
+
+    src = pydicom.dcmread(RG1, stop_before_pixels=True)
+    series = str(src.SeriesInstanceUID)
+    reply = stack.infer(series, {}, task=SEGMENTATION)
+    assert reply.status_code == 200, reply.text[:2000]
+    answer = reply.json()
+    assert answer["source"]["sop_instance_uid"] == str(src.SOPInstanceUID) and answer["shape"] == [src.Rows, src.Columns]
+    # in-process: the original MONOCHROME1 instance, the training resize, the bundle's network and threshold
+    seg = load_segmentation_bundle(seg_bundle)
+    image = LoadRadiograph()(RG1)
+    x = torch.as_tensor(model_input_transform(seg.image_size)(image))[None].float()
+    masks = predict_masks(seg.network, x, seg.threshold, (src.Rows, src.Columns))[0].numpy()
+    assert [f["finding"] for f in answer["findings"]] == seg.findings
+    assert [f["pixels"] for f in answer["findings"]] == [int(m.sum()) for m in masks]
+    assert 0 < sum(f["pixels"] for f in answer["findings"]) < len(seg.findings) * src.Rows * src.Columns  # real masks
+    label_file = stack.infer(series, {}, task=SEGMENTATION, query_output="image")
+    assert label_file.status_code == 200
+    (tmp_path / "seg.nii.gz").write_bytes(label_file.content)
+    label = np.asarray(nib.load(tmp_path / "seg.nii.gz").dataobj)
+    expected = np.zeros(masks.shape[1:], np.uint8)
+    for i, m in enumerate(masks):
+        expected[m] = i + 1
+    assert label.shape == (src.Rows, src.Columns) and np.array_equal(label, expected)
 
 
 # ---------------------------------------------------------------------------------- demo studies
