@@ -1,7 +1,7 @@
 """The cxr_ct_unimedi_pretrain bundle through `python -m monai.bundle`: properties, a tiny mixed 2D + 3D run
 (every term logged, teacher and distillation centres in the checkpoint), resume (the teacher's schedule
-continues), export + load + slice selection + verify_net_in_out (2D and 3D inputs), inference and evaluate,
-and a 2-process gloo DDP run."""
+continues), export + load + slice selection + verify_net_in_out (2D and 3D inputs) + ckpt_export, inference
+and evaluate, and a 2-process gloo DDP run."""
 
 from __future__ import annotations
 
@@ -186,6 +186,12 @@ def test_export_load_select_and_verify(trained: Path, demo_data: Path) -> None:
 
     verify_net_in_out(net_id="network_def", meta_file=meta, config_file=infer, bundle_root=str(trained),
                       **{"_meta_#network_data_format#inputs#image#spatial_shape": [16, 32, 32]})
+    # TorchScript of network_def + models/model.pt by tracing, on the 2D input: the eager network's embeddings
+    _monai_bundle("ckpt_export", "network_def", "--filepath", str(trained / "model.ts"), "--ckpt_file", str(trained / "models" / "model.pt"),
+                  "--meta_file", meta, "--config_file", infer, "--bundle_root", str(trained), "--use_trace", "True", "--input_shape", "[1, 1, 32, 32]")
+    x = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(torch.jit.load(str(trained / "model.ts"))(x), b.network(x), atol=1e-5)
     meta_json = json.loads(Path(meta).read_text())
     assert meta_json["network_data_format"]["inputs"]["volume"]["spatial_shape"] == [16, 32, 32]
     assert meta_json["network_data_format"]["outputs"]["pred"]["num_channels"] == 16
