@@ -113,3 +113,44 @@ def test_nan_batch_stops_training_naming_the_term_and_iteration(name: str) -> No
 def test_every_registered_term_is_covered() -> None:
     """The parametrisation above is TERM_LIBRARY itself: nothing registered escapes the check."""
     assert len(TERM_LIBRARY) >= 4 and {"cvl", "ssv", "ctr", "mlm"} <= set(TERM_LIBRARY)
+
+
+class ScalePred(nn.Module):
+    """Returns ``pred`` times a learnable scale, ``label`` as it is."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, pred: torch.Tensor, label: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"pred": pred * self.scale, "label": label}
+
+
+def test_nan_batch_in_a_bundle_defined_term() -> None:
+    """A term written inline in a bundle config instead of TERM_LIBRARY (cxr_segmentation's ``dice_focal``, the
+    objective parsed from its train.json) stops the same way."""
+    from pathlib import Path
+
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(Path(__file__).resolve().parents[2] / "bundles" / "cxr_segmentation" / "configs" / "train.json"))
+    objective = parser.get_parsed_content("loss")
+    gen = torch.Generator().manual_seed(0)
+    batches = []
+    for i in range(5):
+        pred = torch.randn(2, 3, 16, 16, generator=gen)
+        if i == 2:
+            pred[0, 0, 0, 0] = float("nan")
+        batches.append({"pred": pred, "label": (torch.rand(2, 3, 16, 16, generator=gen) > 0.7).float()})
+    network = ScalePred()
+    trainer = SupervisedTrainer(
+        device=torch.device("cpu"), max_epochs=1, train_data_loader=batches, network=network,
+        optimizer=torch.optim.SGD(trainable_parameters(network, objective), lr=1e-3), loss_function=objective,
+        iteration_update=TrainStep({"pred": "pred", "label": "label"}, precision="fp32"),
+    )
+    with pytest.raises(NonFiniteLossError) as info:
+        trainer.run()
+    assert info.value.term == "dice_focal" and info.value.iteration == 3, (info.value.term, info.value.iteration)
+    assert "loss term 'dice_focal'" in str(info.value) and "at iteration 3" in str(info.value)
+    assert trainer.state.iteration == 3 and torch.isfinite(network.scale).all()
