@@ -414,6 +414,17 @@ def _corpus_from_args(args: argparse.Namespace) -> Any:
     return c.TextFileCorpus(path, **common)
 
 
+def _add_corpus_arguments(p: argparse.ArgumentParser, language: str) -> None:
+    """The corpus options of ``build-vocab`` and ``build-base-model`` (read by :func:`_corpus_from_args`)."""
+    p.add_argument("--corpus", required=True,
+                   help="CSV (.csv[.gz]), JSONL (.jsonl[.gz]) or text file (one report per line); or 'padchest' / "
+                   "'iu_xray' for the reports in the torchxrayvision wheel")
+    p.add_argument("--language", default=language, help=f"language code of the corpus (spaCy tokenizer), default {language}")
+    p.add_argument("--text-field", default=None, help="CSV column / JSONL key of the report text (default: report)")
+    p.add_argument("--language-field", default=None, help="JSONL key of a per-record language tag to filter on")
+    p.add_argument("--limit", type=int, default=None, help="use at most this many reports")
+
+
 def cli_main(argv: Sequence[str]) -> int:
     """``medunic build-vocab``: extend a base model's WordPiece vocabulary with a second language."""
     p = argparse.ArgumentParser(
@@ -421,18 +432,12 @@ def cli_main(argv: Sequence[str]) -> int:
         description="Extend a BERT-style WordPiece vocabulary with the top-M TF-IDF words of a second-language "
         "report corpus and grow the model's word embeddings (Med-UniC Sec. 3.2).",
     )
-    p.add_argument("--corpus", required=True,
-                   help="CSV (.csv[.gz]), JSONL (.jsonl[.gz]) or text file (one report per line); or 'padchest' / "
-                   "'iu_xray' for the reports in the torchxrayvision wheel")
-    p.add_argument("--language", default="es", help="language code of the corpus (spaCy tokenizer), default es")
+    _add_corpus_arguments(p, "es")
     p.add_argument("--num-tokens", type=int, required=True, help="M, the number of new vocabulary entries")
     p.add_argument("--base", required=True, help="HF directory of the base tokenizer + masked-LM model")
     p.add_argument("--out", required=True, help="output HF directory (written atomically)")
-    p.add_argument("--text-field", default=None, help="CSV column / JSONL key of the report text (default: report)")
-    p.add_argument("--language-field", default=None, help="JSONL key of a per-record language tag to filter on")
     p.add_argument("--spacy-pipeline", default=None, help="installed spaCy pipeline instead of spacy.blank(language)")
     p.add_argument("--min-df", type=int, default=2, help="minimum number of reports a word must occur in")
-    p.add_argument("--limit", type=int, default=None, help="use at most this many reports")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tokenizer-only", action="store_true", help="extend only the tokenizer")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
@@ -453,19 +458,13 @@ def base_model_cli_main(argv: Sequence[str]) -> int:
         description="Build a small BERT masked-LM with a WordPiece vocabulary trained on a report corpus (offline), "
         "as the English base model that build-vocab extends and the cxr_text_mlm bundle post-pre-trains.",
     )
-    p.add_argument("--corpus", required=True,
-                   help="CSV (.csv[.gz]), JSONL (.jsonl[.gz]) or text file (one report per line); or 'iu_xray' / "
-                   "'padchest' for the reports in the torchxrayvision wheel")
-    p.add_argument("--language", default="en", help="language code of the corpus, default en")
+    _add_corpus_arguments(p, "en")
     p.add_argument("--out", required=True, help="output HF directory (written atomically)")
     p.add_argument("--vocab-size", type=int, default=4000)
     p.add_argument("--hidden-size", type=int, default=64)
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--heads", type=int, default=2)
     p.add_argument("--max-length", type=int, default=512, help="max_position_embeddings: the longest tokenised report")
-    p.add_argument("--text-field", default=None, help="CSV column / JSONL key of the report text (default: report)")
-    p.add_argument("--language-field", default=None, help="JSONL key of a per-record language tag to filter on")
-    p.add_argument("--limit", type=int, default=None, help="use at most this many reports")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     args = p.parse_args(list(argv))
