@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "build-base-model": ("monai_medunic.text.vocab:base_model_cli_main", "build an offline BERT base model on a report corpus"),
     "demo": ("monai_medunic.demo:cli_main", "run the whole pipeline on the embedded demo data"),
     "demo-unimedi": ("monai_medunic.demo_unimedi:cli_main", "run UniMedI (2D + 3D pre-training, slice selection, downstream) on the demo data"),
+    "demo-dense": ("monai_medunic.demo_dense:cli_main", "Dice / mAP@0.5 label-efficiency tables of the dense bundles on the demo data"),
     "demo-unimlip": ("monai_medunic.demo_unimlip:cli_main", "run Uni-Mlip (Table 3 and 4 ablations, VQA) on the demo data"),
     "evaluate": ("monai_medunic.cli:evaluate_main", "evaluate a pre-trained bundle on a manifest"),
     "calibrate": ("monai_medunic.cli:calibrate_main", "fit a trained bundle's zero-shot thresholds and probabilities on a labelled split"),
