@@ -546,20 +546,24 @@ class PretrainedInference:
 
         The decision is the bundle's rule, taken in one place,
         :meth:`~monai_medunic.metrics.zero_shot.ZeroShotClassifier.classify_embeddings` of the classifier
-        :func:`zero_shot_classifier` builds from the bundle's settings: positive when the image is closer to
-        the positive prompt than to the negative one, probability ``sigmoid((s_pos - s_neg) / tau)``.
+        :func:`zero_shot_classifier` builds from the bundle's settings: the bundle's calibration
+        (``models/calibration.json``: a per-finding threshold on ``s_pos - s_neg`` and a Platt-scaled
+        probability, per language) where it has one, else the paper's ``s_pos > s_neg`` with the score
+        ``sigmoid((s_pos - s_neg) / tau)``, flagged ``calibrated: False``.
 
         Returns:
             one dict per finding, in the bundle's order: ``finding`` (English key), ``name`` (in the
-            language), ``probability``, ``positive``.
+            language), ``probability``, ``positive``, ``calibrated`` and ``decision_rule``.
         """
         from monai_medunic.text.prompts import translate_finding
 
         language = str(language or self.languages[0]).lower()
         pred = self.classifier.classify_embeddings(self.embed_image(image)[None].to(self.device), language)
+        calibrated = pred.calibrated.tolist() if pred.calibrated is not None else [False] * len(self.finding_keys)
         return [
-            {"finding": f, "name": translate_finding(f, language), "probability": float(p), "positive": bool(v)}
-            for f, p, v in zip(self.finding_keys, pred.probs[0].tolist(), pred.positive[0].tolist())
+            {"finding": f, "name": translate_finding(f, language), "probability": float(p), "positive": bool(v),
+             "calibrated": bool(c), "decision_rule": pred.decision_rule}
+            for f, p, v, c in zip(self.finding_keys, pred.probs[0].tolist(), pred.positive[0].tolist(), calibrated)
         ]
 
     def similarity_map(self, image: Any, text: str, kind: str = "contribution") -> SimilarityMap:

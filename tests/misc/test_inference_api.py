@@ -345,3 +345,21 @@ def test_cuda_without_a_gpu_is_a_configuration_error(resnet_api):
         return
     with pytest.raises(ConfigurationError, match="CUDA is not available"):
         load_inference(resnet_api.bundle.bundle_dir, device="cuda")
+
+
+def test_findings_read_the_bundle_calibration_of_the_language(tmp_path, small_rg1):
+    """Fails if findings() ignored models/calibration.json or read the thresholds of the other language."""
+    from monai_medunic.metrics.calibration import FindingCalibration, ZeroShotCalibration, save_calibration
+
+    root = _export(tmp_path / "calibrated", "resnet18", 64)
+    fit = lambda t, b: {f: FindingCalibration(threshold=t, platt_a=1.0, platt_b=b, status="fitted", n=10, positives=5)  # noqa: E731
+                        for f in DEMO_FINDING_KEYS}
+    save_calibration(root, ZeroShotCalibration({"en": fit(-10.0, 3.0), "es": fit(10.0, -3.0)}))
+    api = load_inference(root)
+    en, es = api.findings(small_rg1, "en"), api.findings(small_rg1, "es")
+    assert all(f["positive"] and f["calibrated"] for f in en) and not any(f["positive"] for f in es)
+    assert all(f["probability"] > 0.9 for f in en) and all(f["probability"] < 0.1 for f in es)  # sigmoid(m +- 3), |m| << 1
+    assert en[0]["decision_rule"].startswith("margin >= per-finding threshold")
+    (root / "models" / "calibration.json").unlink()
+    plain = load_inference(root).findings(small_rg1, "en")
+    assert not any(f["calibrated"] for f in plain) and plain[0]["decision_rule"] == "s_pos > s_neg (uncalibrated)"
