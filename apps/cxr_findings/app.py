@@ -163,9 +163,30 @@ def main_dicomweb(argv0: str, language: str, sdk_argv: list[str]) -> int:
     return 0
 
 
+APP_USAGE = """usage: python apps/cxr_findings/app.py -i INPUT_DIR -o OUTPUT_DIR -m MODEL_DIR [--language {en,es}]
+       python apps/cxr_findings/app.py --dicomweb URL --study STUDY_UID [--dicomweb-timeout S] -o OUTPUT_DIR -m MODEL_DIR [--language {en,es}]
+
+Zero-shot chest X-ray findings (Med-UniC) of each DICOM study in INPUT_DIR, written as a DICOM SR (TID 1500)
+and a JSON file under OUTPUT_DIR/<StudyInstanceUID>/. Research use only: not a diagnosis.
+
+cxr_findings options:
+  -i, --input INPUT_DIR       folder of DICOM files (or HOLOSCAN_INPUT_PATH)
+  -o, --output OUTPUT_DIR     output folder (or HOLOSCAN_OUTPUT_PATH)
+  -m, --model MODEL_DIR       a trained cxr_medunic_pretrain bundle (or HOLOSCAN_MODEL_PATH); its
+                              models/calibration.json gives the decision thresholds and probabilities
+  -L, --language {en,es}      prompt and report language (or CXR_FINDINGS_LANGUAGE / MEDUNIC_LANGUAGE; default en)
+  --dicomweb URL              read the study from a DICOMweb PACS (WADO-RS) and store the SR back (STOW-RS)
+  --study STUDY_UID           the study to read with --dicomweb
+  --dicomweb-timeout S        seconds to wait for the PACS (default 60)
+"""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the app; returns the process exit code (see the module docstring)."""
     argv = list(sys.argv if argv is None else argv)
+    if any(a in ("-h", "--help") for a in argv[1:]):
+        print(APP_USAGE)
+        print("The MONAI Deploy SDK's own options follow.\n", flush=True)
     language, sdk_argv = split_language(argv[1:])
     if any(arg.split("=", 1)[0] in DICOMWEB_OPTIONS for arg in sdk_argv):
         return main_dicomweb(argv[0], language, sdk_argv)

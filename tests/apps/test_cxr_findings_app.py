@@ -459,3 +459,12 @@ def test_no_patient_identifiers_in_output_or_logs(runs):
         for json_file in run.output.rglob(RESULT_JSON_NAME):
             for value in values:
                 assert value not in json_file.read_text(encoding="utf-8")
+
+
+def test_help_shows_the_apps_own_options_before_the_sdks() -> None:
+    proc = subprocess.run([sys.executable, str(APP), "--help"], capture_output=True, text=True, timeout=300, preexec_fn=_stack_limit)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ours = proc.stdout.index("cxr_findings options:")
+    for option in ("--language", "--dicomweb", "--study", "-m, --model"):
+        assert option in proc.stdout[ours:], option
+    assert proc.stdout.index("--driver") > ours  # the SDK's options follow ours
