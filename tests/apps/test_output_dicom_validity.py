@@ -13,6 +13,7 @@ as an empty value.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -101,3 +102,37 @@ def test_every_dicom_writer_has_a_validity_test() -> None:
     for module, tests in DICOM_WRITERS.items():
         for test in tests:
             assert "dciodvfy" in (REPO / test).read_text(encoding="utf-8"), (module, test)
+
+
+@pytest.mark.parametrize("calibrated", [FINDINGS, FINDINGS[:2], []])
+def test_sr_says_how_its_decisions_were_made(sources, tmp_path, calibrated) -> None:
+    """A calibrated, partly calibrated or uncalibrated result: the SR stays valid and its algorithm parameters
+    say which decision rule was used and whether its Probability is one."""
+    from monai_medunic.metrics.zero_shot import ZeroShotPrediction
+
+    ds = pydicom.dcmread(sources["RG1 (pydicom-data CR)"], stop_before_pixels=True)
+    flags = torch.tensor([f in calibrated for f in FINDINGS])
+    rule = ZeroShotPrediction(torch.zeros(1, 6), torch.zeros(1, 6, dtype=torch.bool), calibrated=flags).decision_rule
+    result = StudyFindings(PreparedImage(ds, torch.zeros(1, 8, 8)), FINDINGS, [0.1, 0.8, 0.3, 0.6, 0.2, 0.4],
+                           [False, True, False, True, False, False], "en", "cxr_medunic_pretrain", "0.2.0",
+                           extra={"decision_rule": rule, "calibrated_findings": list(calibrated)})
+    sr_path, json_path = write_study_outputs(result, tmp_path / "cal")
+    assert dciodvfy_errors(sr_path) == []
+    texts: list[str] = []
+
+    def walk(items) -> None:
+        for item in items:
+            if "TextValue" in item:
+                texts.append(str(item.TextValue))
+            walk(item.get("ContentSequence", []))
+
+    walk(pydicom.dcmread(sr_path).ContentSequence)
+    dump = "\n".join(texts)
+    assert f"decision={rule}" in dump
+    if len(calibrated) == len(FINDINGS):
+        assert "Platt-scaled" in dump and "UNCALIBRATED" not in dump and "Youden" in rule
+    elif calibrated:
+        assert "for 2 of 6 findings" in dump and "UNCALIBRATED" in dump
+    else:
+        assert "UNCALIBRATED score" in dump and rule == "s_pos > s_neg (uncalibrated)"
+    assert json.loads(json_path.read_text())["decision_rule"] == rule
