@@ -59,13 +59,30 @@ def cxr_series_selection_rules() -> str:
 
 
 def check_input_folder(path: Path) -> None:
-    """Raise :class:`~monai_medunic.errors.DataError` (naming the path) unless ``path`` is a folder holding a file."""
+    """Raise :class:`~monai_medunic.errors.DataError` (naming the path) unless ``path`` is a folder holding at
+    least one DICOM file (otherwise the SDK's loader ends in a GXF failure block before any error of ours)."""
     if not path.exists():
         raise DataError("input folder does not exist", path=path)
     if not path.is_dir():
         raise DataError("input must be a folder of DICOM files", path=path)
-    if not any(p.is_file() for p in path.rglob("*")):
+    files = [p for p in path.rglob("*") if p.is_file()]
+    if not files:
         raise DataError("input folder is empty: no DICOM files to read", path=path)
+    if not any(_looks_like_dicom(p) for p in files):
+        raise DataError(f"no DICOM file in the input folder ({len(files)} file(s), none of them DICOM)", path=path)
+
+
+def _looks_like_dicom(path: Path) -> bool:
+    """A Part 10 preamble, or (PACS exports without one) a header pydicom can read with a SOP Class UID."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(132)[128:132] == b"DICM":
+                return True
+        import pydicom
+
+        return "SOPClassUID" in pydicom.dcmread(path, stop_before_pixels=True, force=True, specific_tags=["SOPClassUID"])
+    except Exception:  # noqa: BLE001 - anything unreadable is simply not DICOM here
+        return False
 
 
 def sdk_paths(sdk_argv: Sequence[str]) -> tuple[Path, Path, Path]:

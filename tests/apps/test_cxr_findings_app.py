@@ -137,7 +137,10 @@ def runs(tiny_bundle, tmp_path_factory) -> dict[str, AppRun]:
         "j2k_env": _folder(root, "in_j2k", RG1_J2K),
         "ct": _folder(root, "in_ct", CT),
         "empty": _folder(root, "in_empty"),
+        "no_dicom": _folder(root, "in_no_dicom"),
     }
+    (inputs["no_dicom"] / "notes.txt").write_text("not DICOM")
+    (inputs["no_dicom"] / "scan.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
     # a lateral-only CR study: the real CR re-labelled as a left-lateral projection
     inputs["lateral"] = root / "in_lateral"
     _copy_with_new_uids(RG1, inputs["lateral"] / "lateral.dcm", ViewPosition="LL", PatientOrientation=["A", "F"])
@@ -165,6 +168,7 @@ def runs(tiny_bundle, tmp_path_factory) -> dict[str, AppRun]:
         "corrupt": {},
         "demo": {},
         "empty": {},
+        "no_dicom": {},
         "not_bundle": dict(model=not_a_bundle),
     }
     inputs["not_bundle"] = inputs["cr_en"]
@@ -429,7 +433,7 @@ def test_corrupt_files_are_skipped_with_a_warning(runs):
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "case, message",
-    [("empty", "input folder is empty"), ("not_bundle", "not a trained bundle")],
+    [("empty", "input folder is empty"), ("no_dicom", "no DICOM file in the input folder"), ("not_bundle", "not a trained bundle")],
 )
 def test_bad_input_is_a_clear_error_with_nonzero_exit(runs, case, message):
     run = runs[case]
@@ -437,7 +441,7 @@ def test_bad_input_is_a_clear_error_with_nonzero_exit(runs, case, message):
     assert run.srs() == []
     errors = [ln for ln in run.stderr.splitlines() if ln.startswith("cxr_findings: error:")]
     assert len(errors) == 1 and message in errors[0], run.stderr[-3000:]
-    assert "Traceback" not in run.stderr
+    assert "Traceback" not in run.stderr and "GXF" not in run.stderr
 
 
 # --------------------------------------------------------------------------------------------- PHI
