@@ -20,6 +20,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -79,11 +80,64 @@ def run_bundle(bundle_root: Path, config_files: Sequence[str | Path], log_file: 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **(env or {})}
     log = log_file or bundle_root / "logs" / "run.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "w", encoding="utf-8") as f:
-        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
+    progress = _BundleProgress(bundle_root.name)
+    with open(log, "wb") as f:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+        assert proc.stdout is not None
+        for chunk in iter(lambda: proc.stdout.read1(65536), b""):
+            f.write(chunk)
+            progress.feed(chunk)
+        proc.wait()
+    progress.close()
     if proc.returncode != 0:
         tail = "\n".join(log.read_text(encoding="utf-8", errors="replace").splitlines()[-25:])
         raise MedUniCError(f"bundle run failed ({bundle_root.name}, exit {proc.returncode}); log: {log}\n{tail}")
+
+
+_ITERATION_LINE = re.compile(rb"Epoch: (\d+)/(\d+), Iter: (\d+)/(\d+) -- loss: ([-0-9.eE+naif]+)")
+
+
+class _BundleProgress:
+    """One live terminal line per bundle run, from the StatsHandler lines of its output: epoch, iteration,
+    loss, elapsed time and an ETA from the mean time per iteration so far (refreshed every few seconds)."""
+
+    def __init__(self, name: str, every_s: float = 5.0) -> None:
+        self.name, self.every_s = name, every_s
+        self.t0 = time.perf_counter()
+        self.last = 0.0
+        self.tail = b""
+        self.shown = False
+        self.interactive = sys.stdout.isatty()
+
+    def feed(self, chunk: bytes) -> None:
+        data = self.tail + chunk
+        lines = re.split(rb"[\r\n]", data)
+        self.tail = lines.pop()
+        for line in lines:
+            m = _ITERATION_LINE.search(line)
+            if m:
+                self._show(*(int(x) for x in m.groups()[:4]), m.group(5).decode())
+
+    def _show(self, epoch: int, epochs: int, it: int, its: int, loss: str) -> None:
+        now = time.perf_counter()
+        done, total = (epoch - 1) * its + it, epochs * its
+        if now - self.last < self.every_s and done < total:
+            return
+        self.last = now
+        elapsed = now - self.t0
+        eta = elapsed / max(done, 1) * (total - done)
+        text = (f"    [{self.name}] epoch {epoch}/{epochs}, iteration {it}/{its}, loss {loss}; "
+                f"{elapsed / 60:.1f} min elapsed, ETA {eta / 60:.1f} min")
+        if self.interactive:
+            print("\r" + text.ljust(100), end="", flush=True)
+        elif epoch != getattr(self, "_epoch", None) or done == total:  # a log: one line per epoch
+            print(text, flush=True)
+        self._epoch = epoch
+        self.shown = True
+
+    def close(self) -> None:
+        if self.shown and self.interactive:
+            print(flush=True)
 
 
 class _Timer:
