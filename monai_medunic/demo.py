@@ -140,6 +140,15 @@ class _BundleProgress:
             print(flush=True)
 
 
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process and of its finished children (bundle runs, worker pools): the
+    work a demo did, whatever the machine's load."""
+    import resource
+
+    return sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+               for f in ("ru_utime", "ru_stime"))
+
+
 class _Timer:
     def __init__(self) -> None:
         self.times: dict[str, float] = {}

@@ -37,7 +37,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Sequence
 
-from monai_medunic.demo import _copy_bundle, _jsonable, _Timer, _write_json, run_bundle
+from monai_medunic.demo import _copy_bundle, _cpu_seconds, _jsonable, _Timer, _write_json, run_bundle
 
 __all__ = ["run_unimedi_demo", "cli_main", "UNIMEDI_DEMO_SETTINGS", "UNIMEDI_VARIANTS", "DOWNSTREAM_SETTINGS"]
 
@@ -310,14 +310,6 @@ def run_unimedi_demo(
     print(f"\nUniMedI demo finished in {report['total_s']:.0f} s ({report['cpu_s']:.0f} CPU-seconds; load average "
           f"{report['load_average_start']} -> {report['load_average_end']}). Report: {out / 'report.md'}", flush=True)
     return report
-
-
-def _cpu_seconds() -> float:
-    """User + system CPU time of this process and of its finished children (bundle runs, evaluation workers)."""
-    import resource
-
-    return sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
-               for f in ("ru_utime", "ru_stime"))
 
 
 def cli_main(argv: Sequence[str]) -> int:

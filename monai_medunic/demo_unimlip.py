@@ -37,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Sequence
 
-from monai_medunic.demo import _copy_bundle, _fmt, _jsonable, _Timer, _write_json, run_bundle
+from monai_medunic.demo import _copy_bundle, _cpu_seconds, _fmt, _jsonable, _Timer, _write_json, run_bundle
 
 __all__ = ["run_unimlip_demo", "cli_main", "UNIMLIP_DEMO_SETTINGS", "VQA_DEMO_SETTINGS", "unimlip_variants", "TABLE3", "TABLE4"]
 
@@ -344,14 +344,6 @@ def run_unimlip_demo(
     print(f"\nUni-Mlip demo finished in {report['total_s']:.0f} s ({report['cpu_s']:.0f} CPU-seconds; load average "
           f"{report['load_average_start']} -> {report['load_average_end']}). Report: {out / 'report.md'}", flush=True)
     return report
-
-
-def _cpu_seconds() -> float:
-    """User + system CPU time of this process and of its finished children (the bundle runs)."""
-    import resource
-
-    return sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
-               for f in ("ru_utime", "ru_stime"))
 
 
 def _run_vqa(out: Path, data_dir: Path, pretrained: Path, seed: int, env: dict[str, str]) -> dict:
