@@ -10,6 +10,7 @@ from typing import Any, Sequence
 
 from monai_medunic.data.manifest import load_manifest, records_to_data_dicts
 from monai_medunic.errors import ManifestError
+from monai_medunic.transforms.dicom_io import has_dicom_preamble
 
 __all__ = ["manifest_datalist", "inference_datalist"]
 
@@ -91,20 +92,11 @@ def manifest_datalist(
 _IMAGE_SUFFIXES = (".dcm", ".dicom", ".dic", ".ima", ".png", ".nii", ".nii.gz")
 
 
-def _is_dicom_file(path: str) -> bool:
-    try:
-        with open(path, "rb") as f:
-            head = f.read(132)
-    except OSError:
-        return False
-    return head[128:132] == b"DICM"
-
-
 def _image_entry(path: str, skipped: Counter | None = None, frontal_only: bool = False) -> dict[str, Any] | None:
     """The entry of one image file; with ``skipped`` (a folder's files), ``None`` for a DICOM object that
     is not an image (SR, SEG, ...) or, with ``frontal_only``, a lateral view, counted by reason."""
     entry = {"image": path, "id": path, "image_path": path, "sop_instance_uid": ""}
-    if _is_dicom_file(path):
+    if has_dicom_preamble(path):
         import pydicom
 
         try:
@@ -159,7 +151,7 @@ def inference_datalist(
             return data
         if os.path.isdir(path):
             files = sorted(os.path.join(r, f) for r, _, fs in os.walk(path) for f in fs)
-            picked = [f for f in files if f.lower().endswith(_IMAGE_SUFFIXES) or _is_dicom_file(f)]
+            picked = [f for f in files if f.lower().endswith(_IMAGE_SUFFIXES) or has_dicom_preamble(f)]
             ignored = len(files) - len(picked)
             if ignored:
                 logger.info("%s: %d file(s) that are not DICOM, PNG or NIfTI images were left out", path, ignored)

@@ -74,10 +74,11 @@ def check_input_folder(path: Path) -> None:
 
 def _looks_like_dicom(path: Path) -> bool:
     """A Part 10 preamble, or (PACS exports without one) a header pydicom can read with a SOP Class UID."""
+    from monai_medunic.transforms.dicom_io import has_dicom_preamble
+
+    if has_dicom_preamble(path):
+        return True
     try:
-        with open(path, "rb") as f:
-            if f.read(132)[128:132] == b"DICM":
-                return True
         import pydicom
 
         return "SOPClassUID" in pydicom.dcmread(path, stop_before_pixels=True, force=True, specific_tags=["SOPClassUID"])

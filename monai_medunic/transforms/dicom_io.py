@@ -27,6 +27,7 @@ from monai_medunic.errors import DicomReadError, MissingDecoderError
 
 __all__ = [
     "read_dicom",
+    "has_dicom_preamble",
     "check_decoder",
     "scrub",
     "phi_values",
@@ -115,6 +116,16 @@ def source_path(source: Any) -> str | None:
         name = getattr(source, "filename", None)
         return os.fspath(name) if isinstance(name, (str, os.PathLike)) else None
     return None
+
+
+def has_dicom_preamble(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a readable file with the DICOM Part 10 ``DICM`` prefix after its 128-byte preamble
+    (a quick test: PACS exports without a preamble need :func:`read_dicom` to tell)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(132)[128:132] == b"DICM"
+    except OSError:
+        return False
 
 
 def read_dicom(path: str | os.PathLike, header_only: bool = False) -> Dataset:

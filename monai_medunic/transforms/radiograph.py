@@ -46,7 +46,7 @@ from pydicom.dataset import Dataset
 
 from monai_medunic.errors import DataError, DicomReadError, ShapeMismatchError
 from monai_medunic.transforms.dicom import LoadDicomImage
-from monai_medunic.transforms.dicom_io import read_dicom
+from monai_medunic.transforms.dicom_io import has_dicom_preamble, read_dicom
 from monai_medunic.transforms.views import FRONTAL, LATERAL, UNKNOWN, classify_view
 
 __all__ = [
@@ -88,9 +88,7 @@ def image_format(path: str | os.PathLike) -> str:
         return "nifti"
     if name.endswith(DICOM_SUFFIXES) or "." not in name:
         return "dicom"
-    with open(p, "rb") as f:
-        head = f.read(132)
-    if head[128:132] == b"DICM":
+    if has_dicom_preamble(p):
         return "dicom"
     raise DataError(
         f"unsupported image file '{p.suffix}': expected DICOM (.dcm or no suffix), a DICOM folder, PNG or NIfTI (.nii, .nii.gz)",
