@@ -49,7 +49,7 @@ class FitCalibrationHandler:
     def __call__(self, engine: Engine) -> None:
         from torch.utils.data import DataLoader
 
-        from monai_medunic.metrics.calibration import fit_calibration, save_calibration
+        from monai_medunic.metrics.calibration import fit_classifier_calibration, save_calibration
 
         dataset = self.validator.data_loader.dataset
         if len(dataset) == 0:
@@ -69,9 +69,8 @@ class FitCalibrationHandler:
         finally:
             model.train(was_training)
         emb, y = torch.cat(embs), torch.cat(labels)
-        margins = {lang: self.classifier.classify_embeddings(emb, lang).margin.cpu().numpy() for lang in self.classifier.languages}
-        cal = fit_calibration(margins, y.numpy(), self.classifier.findings, temperature=self.classifier.temperature,
-                              fitted_on={"split": "val", "at": "end of training", "epoch": int(engine.state.epoch)})
+        cal = fit_classifier_calibration(self.classifier, emb, y.numpy(),
+                                         fitted_on={"split": "val", "at": "end of training", "epoch": int(engine.state.epoch)})
         path = save_calibration(self.bundle_root, cal)
         fitted = {lang: sum(c.fitted for c in cols.values()) for lang, cols in cal.languages.items()}
         logger.info("zero-shot calibration on %d validation images (fitted findings per language: %s) written to %s",

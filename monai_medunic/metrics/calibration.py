@@ -56,6 +56,7 @@ __all__ = [
     "youden_threshold",
     "fit_platt",
     "fit_calibration",
+    "fit_classifier_calibration",
     "expected_calibration_error",
     "save_calibration",
     "load_calibration",
@@ -234,6 +235,15 @@ def fit_calibration(
         out[str(lang)] = cols
     info = {"images": int(y_all.shape[0]) if y_all is not None else 0, **dict(fitted_on or {})}
     return ZeroShotCalibration(out, fitted_on=info)
+
+
+def fit_classifier_calibration(classifier, image_emb: torch.Tensor, labels, fitted_on: Mapping[str, Any] | None = None
+                               ) -> ZeroShotCalibration:
+    """:func:`fit_calibration` on the margins a
+    :class:`~monai_medunic.metrics.zero_shot.ZeroShotClassifier` gives for L2-normalised image embeddings
+    ``(N, d)``, in each of its prompt languages (its findings, and its ``tau`` for findings left uncalibrated)."""
+    margins = {lang: classifier.classify_embeddings(image_emb, lang).margin.cpu().numpy() for lang in classifier.languages}
+    return fit_calibration(margins, labels, classifier.findings, temperature=classifier.temperature, fitted_on=fitted_on)
 
 
 def expected_calibration_error(labels, probs, bins: int = 10) -> float:

@@ -355,7 +355,7 @@ def calibrate_bundle(
         MetricInputError: no usable labelled record in the split.
     """
     from monai_medunic.data.manifest import load_manifest
-    from monai_medunic.metrics.calibration import fit_calibration, save_calibration
+    from monai_medunic.metrics.calibration import fit_classifier_calibration, save_calibration
     from monai_medunic.pretrained import load_pretrained_bundle
 
     manifest = os.fspath(manifest)
@@ -371,9 +371,7 @@ def calibrate_bundle(
         raise MetricInputError(f"{manifest}: no image of split '{split or 'all'}' could be loaded to calibrate on (skipped: {dict(skipped)})")
     labels = _label_matrix(records, bundle.findings, manifest)
     emb = _encode_images(bundle.model, images, batch_size, device)
-    margins = {lang: classifier.classify_embeddings(emb, lang).margin.cpu().numpy() for lang in classifier.languages}
-    cal = fit_calibration(margins, labels, bundle.findings, temperature=classifier.temperature,
-                          fitted_on={"split": split or "all", "skipped": dict(skipped)})
+    cal = fit_classifier_calibration(classifier, emb, labels, fitted_on={"split": split or "all", "skipped": dict(skipped)})
     path = save_calibration(bundle_dir, cal)
     logger.info("zero-shot calibration fitted on %d images of split '%s' written to %s", len(records), split or "all", path)
     return cal.to_json()
