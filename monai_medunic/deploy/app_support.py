@@ -65,7 +65,9 @@ def check_input_folder(path: Path) -> None:
         raise DataError("input folder does not exist", path=path)
     if not path.is_dir():
         raise DataError("input must be a folder of DICOM files", path=path)
-    files = [p for p in path.rglob("*") if p.is_file()]
+    from monai_medunic.transforms.dicom_io import list_input_files
+
+    files = list_input_files(path)
     if not files:
         raise DataError("input folder is empty: no DICOM files to read", path=path)
     if not any(_looks_like_dicom(p) for p in files):
@@ -131,18 +133,18 @@ def app_paths(app: Any, log_file_name: str) -> tuple[Path, Path, Path]:
     return paths  # type: ignore[return-value]
 
 
-def add_cxr_study_reader(app: Any, input_path: Path, image_size: int) -> tuple[Any, Any]:
+def add_cxr_study_reader(app: Any, input_path: Path, image_size: int, studies_per_batch: int = 8) -> tuple[Any, Any]:
     """Add the chest X-ray apps' study reading to ``app`` (in its ``compose``): the screened study loader
-    (run once), the SDK's series selector with :data:`CXR_SERIES_SELECTION_RULES`, and the preprocessing to
+    (emitting ``studies_per_batch`` studies at a time, so memory does not grow with the input), the SDK's series selector with :data:`CXR_SERIES_SELECTION_RULES`, and the preprocessing to
     ``image_size``, with their flows. Returns ``(loader_op, preprocess_op)``; the preprocessing emits
     ``images`` (one :class:`~monai_medunic.deploy.results.PreparedImage` per study with an eligible image)."""
-    from monai.deploy.conditions import CountCondition
     from monai.deploy.operators.dicom_series_selector_operator import DICOMSeriesSelectorOperator
 
     from .loader import ScreenedDICOMDataLoaderOperator
     from .preprocessing import CXRPreprocessOperator
 
-    loader_op = ScreenedDICOMDataLoaderOperator(app, CountCondition(app, 1), input_folder=input_path, name="study_loader_op")
+    loader_op = ScreenedDICOMDataLoaderOperator(app, input_folder=input_path, studies_per_batch=studies_per_batch,
+                                                name="study_loader_op")
     selector_op = DICOMSeriesSelectorOperator(app, rules=cxr_series_selection_rules(), all_matched=True, name="series_selector_op")
     preprocess_op = CXRPreprocessOperator(app, image_size=int(image_size), name="cxr_preprocess_op")
     app.add_flow(loader_op, selector_op, {("dicom_study_list", "dicom_study_list")})

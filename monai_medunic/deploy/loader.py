@@ -5,15 +5,16 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections import OrderedDict
 from pathlib import Path
-from typing import List
+from typing import Any, List
 
 from monai.deploy.operators.dicom_data_loader_operator import DICOMDataLoaderOperator
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
-from monai_medunic.errors import DicomReadError
-from monai_medunic.transforms.dicom_io import read_dicom
+from monai_medunic.errors import ConfigurationError, DicomReadError
+from monai_medunic.transforms.dicom_io import list_input_files, read_dicom
 
 __all__ = ["ScreenedDICOMDataLoaderOperator", "screen_dicom_file", "REQUIRED_UIDS"]
 
@@ -64,7 +65,8 @@ def screen_dicom_file(file: str | os.PathLike) -> Dataset:
 
 
 class ScreenedDICOMDataLoaderOperator(DICOMDataLoaderOperator):
-    """:class:`~monai.deploy.operators.DICOMDataLoaderOperator` that skips unreadable files with a warning.
+    """:class:`~monai.deploy.operators.DICOMDataLoaderOperator` that skips unreadable files with a warning
+    and emits the studies a few at a time.
 
     The SDK loader catches only ``InvalidDicomError``; a DICOM file whose header is truncated raises
     ``OSError`` / ``EOFError`` inside ``pydicom.dcmread`` and would end the whole run. Every file is
@@ -72,15 +74,91 @@ class ScreenedDICOMDataLoaderOperator(DICOMDataLoaderOperator):
     empty, truncated header, missing UIDs, an unparseable position) are skipped,
     logged by file name and reason, and counted in :attr:`skipped`. The rest goes to the SDK loader
     unchanged (same inputs, outputs and study/series grouping).
+
+    The SDK loader reads every file of the input (pixel data included) and emits all studies in one
+    message, so the app's peak memory grows with the size of the input folder. This operator groups the
+    screened files by ``StudyInstanceUID`` (from the header screen) and emits them in batches of at most
+    ``studies_per_batch`` studies, one batch per ``compute``: a study is never split across batches, the
+    downstream operators run once per batch, and a batch is released before the next one is read. It
+    stops itself (a ``BooleanCondition``) after the last batch; an input without any study raises the
+    SDK's ``ItemNotExistsError`` as before (``must_load``).
+
+    Args:
+        studies_per_batch: the most studies emitted in one message (default 8).
+        args, kwargs: as for the SDK loader (``fragment``, conditions, ``input_folder``, ``name``, ...).
     """
 
     REQUIRED_UIDS = REQUIRED_UIDS
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, fragment: Any, *args, studies_per_batch: int = 8, **kwargs) -> None:
+        if int(studies_per_batch) < 1:
+            raise ConfigurationError(f"studies_per_batch must be at least 1, got {studies_per_batch}")
+        from holoscan.conditions import BooleanCondition
+
         self.skipped: list[tuple[str, str]] = []
-        super().__init__(*args, **kwargs)
+        self.studies_per_batch = int(studies_per_batch)
+        self.batches_emitted = 0
+        self.studies_emitted = 0
+        self._pending: list[list[str]] | None = None
+        name = kwargs.get("name", "study_loader")
+        self._more = BooleanCondition(fragment, enable_tick=True, name=f"{name}_has_more_studies")
+        super().__init__(fragment, self._more, *args, **kwargs)
+
+    def compute(self, op_input, op_output, context) -> None:
+        """Emit the next batch of studies (the first call lists and screens the input folder)."""
+        from monai.deploy.exceptions import ItemNotExistsError
+
+        if self._pending is None:
+            self._pending = self._study_batches(self._input_folder(op_input))
+            if not self._pending and self._must_load:
+                self._more.disable_tick()
+                raise ItemNotExistsError(f"No study loaded from path {self.input_path}.")
+        while self._pending:
+            files = self._pending.pop(0)
+            studies = super()._load_data(files)
+            if studies:
+                self.batches_emitted += 1
+                self.studies_emitted += len(studies)
+                logger.info("emitting %d stud%s (batch %d, %d batch(es) to go)", len(studies),
+                            "y" if len(studies) == 1 else "ies", self.batches_emitted, len(self._pending))
+                op_output.emit(studies, self.output_name)
+                break
+        if not self._pending:
+            self._more.disable_tick()
+            if self.studies_emitted == 0 and self._must_load:
+                raise ItemNotExistsError(f"No study loaded from path {self.input_path}.")
+
+    def _input_folder(self, op_input) -> Path:
+        """The folder from the optional input port, else ``input_folder`` (as the SDK loader)."""
+        received = None
+        try:
+            received = op_input.receive(self.input_name)
+        except Exception:  # the port is optional and usually unconnected
+            pass
+        if received and Path(received).is_dir():
+            return Path(received)
+        if self.input_path and Path(self.input_path).is_dir():
+            return Path(self.input_path)
+        raise ConfigurationError(f"the input folder {self.input_path} is not a folder")
+
+    def _study_batches(self, folder: Path) -> list[list[str]]:
+        """The screened files of ``folder``, grouped by study, in batches of :attr:`studies_per_batch` studies."""
+        files = [str(f) for f in list_input_files(folder)]
+        logger.info("screening %d input file(s)", len(files))
+        by_study: "OrderedDict[str, list[str]]" = OrderedDict()
+        for file in sorted(files):
+            try:
+                header = screen_dicom_file(file)
+            except DicomReadError as err:
+                self._skip(file, err.reason)
+                continue
+            by_study.setdefault(str(header.StudyInstanceUID), []).append(file)
+        studies = list(by_study.values())
+        step = self.studies_per_batch
+        return [[f for study in studies[i:i + step] for f in study] for i in range(0, len(studies), step)]
 
     def _load_data(self, files: List[str]):
+        """Screen ``files`` and load the readable ones into studies (all at once, as the SDK loader)."""
         logger.info("screening %d input file(s)", len(files))
         readable: List[str] = []
         for file in sorted(files):

@@ -153,8 +153,8 @@ class CXRPreprocessOperator(Operator):
             prepared.append(image)
         if not prepared:
             logger.warning(
-                "no eligible series: no frontal CR/DX chest radiograph in the input; nothing to analyse, no SR written"
-            )
+                "no eligible series: no frontal CR/DX chest radiograph in these %d stud%s; nothing to analyse, "
+                "no SR written for them", len(study_selected), "y" if len(study_selected) == 1 else "ies")
             return
         op_output.emit(prepared, self.output_name)
 

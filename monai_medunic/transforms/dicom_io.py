@@ -14,6 +14,7 @@ import math
 import os
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,7 @@ from monai_medunic.errors import DicomReadError, MissingDecoderError
 __all__ = [
     "read_dicom",
     "has_dicom_preamble",
+    "list_input_files",
     "check_decoder",
     "scrub",
     "phi_values",
@@ -379,3 +381,18 @@ def decode_pixels(ds: Dataset, path: str | None, header: PixelHeader) -> np.ndar
         )
         stored = stored[: header.frames]
     return stored
+
+
+def list_input_files(path: str | os.PathLike) -> list[Path]:
+    """The files under ``path``, following symbolic links to folders as the SDK's loader does (a folder of
+    symlinked study folders is a usual way to feed an app), each real folder visited once."""
+    files: list[Path] = []
+    seen: set[str] = set()
+    for root, dirs, names in os.walk(path, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        files.extend(Path(root, n) for n in names if os.path.isfile(os.path.join(root, n)))
+    return files
