@@ -37,7 +37,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Sequence
 
-from monai_medunic.demo import _copy_bundle, _cpu_seconds, _jsonable, _Timer, _write_json, run_bundle
+from monai_medunic.demo import StepCache, _copy_bundle, _cpu_seconds, _jsonable, _Timer, _write_json, repo_root, run_bundle
 
 __all__ = ["run_unimedi_demo", "cli_main", "UNIMEDI_DEMO_SETTINGS", "UNIMEDI_VARIANTS", "DOWNSTREAM_SETTINGS"]
 
@@ -193,8 +193,13 @@ def run_unimedi_demo(
     jobs: int = 2,
     ablation: bool = True,
     downstream: bool = True,
+    force: bool = False,
 ) -> dict:
-    """Run the UniMedI demo end to end and return the report dict (also ``out_dir/report.json`` and ``report.md``)."""
+    """Run the UniMedI demo end to end and return the report dict (also ``out_dir/report.json`` and ``report.md``).
+
+    The data, the base text model and each pre-training run are reused from an earlier run into ``out_dir`` with
+    the same inputs (:class:`~monai_medunic.demo.StepCache`; ``force=True`` reruns them); evaluation and downstream
+    always run."""
     import torch
 
     from monai_medunic.data.datalist import manifest_datalist
@@ -207,6 +212,7 @@ def run_unimedi_demo(
     out.mkdir(parents=True, exist_ok=True)
     jobs = max(1, int(jobs))
     timer = _Timer()
+    steps = StepCache(force=force)
     t_start = time.perf_counter()
     settings = dict(UNIMEDI_DEMO_SETTINGS, seed=seed, resume=False)
     if epochs is not None:
@@ -215,34 +221,46 @@ def run_unimedi_demo(
                                            "pretrain": settings, "downstream": DOWNSTREAM_SETTINGS}, "out_dir": str(out),
                           "load_average_start": round(os.getloadavg()[0], 2)}
 
-    with timer.step(f"1/7 generate {num_studies} radiograph and {num_ct_studies} CT demo studies"):
-        data_dir = out / "data"
-        if data_dir.exists():
-            shutil.rmtree(data_dir)
-        info = generate_demo_dataset(data_dir, num_studies=num_studies, num_ct_studies=num_ct_studies, seed=seed)
-        manifest = data_dir / "manifest.jsonl"
-        report["dataset"] = _jsonable(info)
+    data_dir, text_dir = out / "data", out / "text" / "base"
+    manifest = data_dir / "manifest.jsonl"
+    cache_dir = out / "cache" / "ct_train"  # the resampled training volumes, read from DICOM once for every run
+    data = steps.run("demo data", data_dir, lambda: generate_demo_dataset(data_dir, num_studies=num_studies,
+                                                                         num_ct_studies=num_ct_studies, seed=seed),
+                     settings={"num_studies": num_studies, "num_ct_studies": num_ct_studies, "seed": seed},
+                     label=f"1/7 generate {num_studies} radiograph and {num_ct_studies} CT demo studies")
+    report["dataset"] = data.result
+    if data.status == "ran" and cache_dir.exists():  # cached volumes of the previous data (same file names)
+        shutil.rmtree(cache_dir)
 
-    with timer.step("2/7 base text model (WordPiece vocabulary + 2-layer BERT) from the training reports"):
+    text_settings = {"vocab_size": 400, "hidden_size": 64, "num_layers": 2, "num_heads": 2, "max_position_embeddings": 128, "seed": seed}
+
+    def base_model() -> str:
         texts = [r["report"] for r in manifest_datalist(manifest, split="train", dimensions=None)]
-        text_dir = Path(build_base_model(out / "text" / "base", texts, vocab_size=400, hidden_size=64, num_layers=2, num_heads=2,
-                                         max_position_embeddings=128, seed=seed, overwrite=True))
+        return str(build_base_model(text_dir, texts, **text_settings, overwrite=True))
+
+    text = steps.run("base text model", text_dir.parent, base_model, settings=text_settings, upstream=[data],
+                     label="2/7 base text model (WordPiece vocabulary + 2-layer BERT) from the training reports")
 
     variants = UNIMEDI_VARIANTS if ablation else {"unimedi": {}}
     bundles: dict[str, Path] = {}
     env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"} if jobs > 1 else {}
-    cache_dir = out / "cache" / "ct_train"  # the resampled training volumes, read from DICOM once for every run
     with timer.step(f"3/7 pre-training ({', '.join(variants)}; bundle {BUNDLE}, {jobs} at a time)"):
         def pretrain(name: str) -> None:
-            t0 = time.perf_counter()
-            bundle = _copy_bundle(BUNDLE, out / "bundles" / name)
+            bundle = out / "bundles" / name
             overrides = dict(settings, **variants[name], text_model_dir=str(text_dir), dataset_dir=str(data_dir))
             overrides["train#dataset_3d"] = {"_target_": "PersistentDataset", "data": "@train#datalist_3d",
                                              "transform": "@train#preprocessing_3d", "cache_dir": str(cache_dir)}
-            _write_json(bundle / "configs" / "demo_overrides.json", overrides)
-            run_bundle(bundle, ["configs/train.json", "configs/demo_overrides.json"], env=env)
+
+            def train() -> None:
+                _copy_bundle(BUNDLE, bundle)
+                _write_json(bundle / "configs" / "demo_overrides.json", overrides)
+                run_bundle(bundle, ["configs/train.json", "configs/demo_overrides.json"], env=env)
+
+            rec = steps.run(f"pre-training {name}", bundle, train, settings=overrides, upstream=[data, text],
+                            config_files=[repo_root() / "bundles" / BUNDLE / "configs"])
             bundles[name] = bundle
-            print(f"    {name}: trained in {time.perf_counter() - t0:.0f} s", flush=True)
+            if rec.status == "ran":
+                print(f"    {name}: trained in {rec.wall_s:.0f} s", flush=True)
 
         cache_dir.mkdir(parents=True, exist_ok=True)
         with ThreadPoolExecutor(max_workers=jobs) as pool:
@@ -294,7 +312,9 @@ def run_unimedi_demo(
             if key in tables:
                 print(f"\n{title}\n{tables[key]}", flush=True)
 
+    timer.times = {**{r.name: r.wall_s for r in steps.records if r.name in ("demo data", "base text model")}, **timer.times}
     report["timings_s"] = timer.times
+    report["steps"] = [r.as_dict() for r in steps.records]
     report["total_s"] = round(time.perf_counter() - t_start, 1)
     report["cpu_s"] = round(_cpu_seconds(), 1)  # this process, the bundle runs and the worker pool: the work, whatever the load
     report["load_average_end"] = round(os.getloadavg()[0], 2)
@@ -306,6 +326,7 @@ def run_unimedi_demo(
         if key in tables:
             md += [f"## {title}", "", tables[key], ""]
     md += ["## Timings (s)", ""] + [f"- {k_}: {v}" for k_, v in timer.times.items()] + [""]
+    md += ["## Reusable steps (`--force` reruns them)", "", steps.table(), ""]
     (out / "report.md").write_text("\n".join(md), encoding="utf-8")
     print(f"\nUniMedI demo finished in {report['total_s']:.0f} s ({report['cpu_s']:.0f} CPU-seconds; load average "
           f"{report['load_average_start']} -> {report['load_average_end']}). Report: {out / 'report.md'}", flush=True)
@@ -323,7 +344,8 @@ def cli_main(argv: Sequence[str]) -> int:
                         help="runs side by side, one thread each (default: 2, or the CPU count if lower)")
     parser.add_argument("--no-ablation", action="store_true", help="pre-train the full method only")
     parser.add_argument("--no-downstream", action="store_true", help="skip fine-tuning and segmentation")
+    parser.add_argument("--force", action="store_true", help="rerun every step (default: reuse those an earlier run finished)")
     args = parser.parse_args(list(argv))
     run_unimedi_demo(args.out, args.studies, args.ct_studies, args.seed, args.epochs, args.jobs,
-                     ablation=not args.no_ablation, downstream=not args.no_downstream)
+                     ablation=not args.no_ablation, downstream=not args.no_downstream, force=args.force)
     return 0
