@@ -29,7 +29,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import threading
 import time
 from collections import Counter, deque
@@ -37,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Sequence
 
-from monai_medunic.demo import _copy_bundle, _cpu_seconds, _fmt, _jsonable, _Timer, _write_json, run_bundle
+from monai_medunic.demo import StepCache, _copy_bundle, _cpu_seconds, _fmt, _jsonable, _Timer, _write_json, repo_root, run_bundle
 
 __all__ = ["run_unimlip_demo", "cli_main", "UNIMLIP_DEMO_SETTINGS", "VQA_DEMO_SETTINGS", "unimlip_variants", "TABLE3", "TABLE4"]
 
@@ -214,8 +213,13 @@ def run_unimlip_demo(
     jobs: int = 2,
     table4: bool = True,
     vqa: bool = True,
+    force: bool = False,
 ) -> dict:
-    """Run the Uni-Mlip demo end to end and return the report dict (also ``out_dir/report.json`` and ``report.md``)."""
+    """Run the Uni-Mlip demo end to end and return the report dict (also ``out_dir/report.json`` and ``report.md``).
+
+    The data, the base text model, each pre-training run and the VQA fine-tuning are reused from an earlier run into
+    ``out_dir`` with the same inputs (:class:`~monai_medunic.demo.StepCache`; ``force=True`` reruns them); the
+    retrieval evaluation always runs."""
     from monai_medunic.data.datalist import manifest_datalist
     from monai_medunic.data.demo import generate_demo_dataset
     from monai_medunic.metrics.report import evaluate_bundle
@@ -225,6 +229,7 @@ def run_unimlip_demo(
     out.mkdir(parents=True, exist_ok=True)
     jobs = max(1, int(jobs))
     timer = _Timer()
+    steps = StepCache(force=force)
     t_start = time.perf_counter()
     settings = dict(UNIMLIP_DEMO_SETTINGS, seed=seed, resume=False)
     if epochs is not None:
@@ -236,22 +241,27 @@ def run_unimlip_demo(
                                            "bn_warmup_epochs": warmup, "vqa": VQA_DEMO_SETTINGS}, "out_dir": str(out),
                           "load_average_start": round(os.getloadavg()[0], 2)}
 
-    with timer.step(f"1/6 generate {num_studies} demo studies with their VQA pairs"):
-        data_dir = out / "data"
-        if data_dir.exists():
-            shutil.rmtree(data_dir)
-        # a quarter of the studies held out: a retrieval gallery of ~100 pairs at 400 studies
-        info = generate_demo_dataset(data_dir, num_studies=num_studies, seed=seed, num_ct_studies=0, radiograph_truth=False,
-                                     split_fractions=(0.7, 0.05, 0.25))
-        manifest = data_dir / "manifest.jsonl"
-        report["dataset"] = _jsonable(info)
+    data_dir = out / "data"
+    manifest = data_dir / "manifest.jsonl"
+    # a quarter of the studies held out: a retrieval gallery of ~100 pairs at 400 studies
+    data_settings = {"num_studies": num_studies, "seed": seed, "num_ct_studies": 0, "radiograph_truth": False,
+                     "split_fractions": (0.7, 0.05, 0.25)}
+    data = steps.run("demo data", data_dir, lambda: generate_demo_dataset(data_dir, **data_settings), settings=data_settings,
+                     label=f"1/6 generate {num_studies} demo studies with their VQA pairs")
+    report["dataset"] = data.result
 
-    with timer.step("2/6 base text model (WordPiece vocabulary + 2-layer BERT) from the training reports"):
+    text_dir = out / "text" / "base"
+    text_settings = {"vocab_size": 400, "hidden_size": 64, "num_layers": 2, "num_heads": 2, "max_position_embeddings": 128, "seed": seed}
+
+    def base_model() -> str:
         texts = [r["report"] for r in manifest_datalist(manifest, split="train")]
-        text_dir = Path(build_base_model(out / "text" / "base", texts, vocab_size=400, hidden_size=64, num_layers=2, num_heads=2,
-                                         max_position_embeddings=128, seed=seed, overwrite=True))
+        return str(build_base_model(text_dir, texts, **text_settings, overwrite=True))
+
+    text = steps.run("base text model", text_dir.parent, base_model, settings=text_settings, upstream=[data],
+                     label="2/6 base text model (WordPiece vocabulary + 2-layer BERT) from the training reports")
 
     bundles: dict[str, Path] = {}
+    trained: dict[str, Any] = {}
     evaluations: dict[str, dict] = {}
     env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"} if jobs > 1 else {}
     if jobs > 1:
@@ -263,10 +273,16 @@ def run_unimlip_demo(
                     + ("; 5/6 VQA fine-tuning of the unimlip run (bundle cxr_vqa)" if vqa else "")):
         def pretrain(name: str) -> None:
             t0 = time.perf_counter()
-            bundle = _copy_bundle(PRETRAIN_BUNDLE, out / "bundles" / name)
-            _write_json(bundle / "configs" / "demo_overrides.json",
-                        dict(settings, **variants[name], text_model_dir=str(text_dir), dataset_dir=str(data_dir)))
-            run_bundle(bundle, ["configs/train.json", "configs/demo_overrides.json"], env=env)
+            bundle = out / "bundles" / name
+            overrides = dict(settings, **variants[name], text_model_dir=str(text_dir), dataset_dir=str(data_dir))
+
+            def train() -> None:
+                _copy_bundle(PRETRAIN_BUNDLE, bundle)
+                _write_json(bundle / "configs" / "demo_overrides.json", overrides)
+                run_bundle(bundle, ["configs/train.json", "configs/demo_overrides.json"], env=env)
+
+            trained[name] = steps.run(f"pre-training {name}", bundle, train, settings=overrides, upstream=[data, text],
+                                      config_files=[repo_root() / "bundles" / PRETRAIN_BUNDLE / "configs"])
             bundles[name] = bundle
             t1 = time.perf_counter()
             evaluations[name] = evaluate_bundle(bundle, manifest, out / "eval" / name, split="test", plots=False, gradcam=False,
@@ -292,7 +308,10 @@ def run_unimlip_demo(
                     raise
                 if vqa and arg == "unimlip":
                     with lock:
-                        queue.appendleft((lambda b: vqa_result.update(report=_run_vqa(out, data_dir, b, seed, env)), bundles["unimlip"]))
+                        queue.appendleft((lambda b: vqa_result.update(report=steps.run(
+                            "VQA fine-tuning", out / "bundles" / "vqa", lambda: _run_vqa(out, data_dir, b, seed, env),
+                            settings=dict(VQA_DEMO_SETTINGS, seed=seed), upstream=[data, trained["unimlip"]],
+                            config_files=[repo_root() / "bundles" / VQA_BUNDLE / "configs"]).result), bundles["unimlip"]))
 
         with ThreadPoolExecutor(max_workers=jobs) as pool:
             for f in [pool.submit(worker) for _ in range(jobs)]:
@@ -325,7 +344,9 @@ def run_unimlip_demo(
                  f"(2 SE {e['two_se']:.3f}): {e['verdict']}" for e in effects]
         print("\nDo the paper's effects reproduce here? (mean of I2T and T2I R@1)\n" + "\n".join(lines), flush=True)
 
+    timer.times = {**{r.name: r.wall_s for r in steps.records if r.name in ("demo data", "base text model")}, **timer.times}
     report["timings_s"] = timer.times
+    report["steps"] = [r.as_dict() for r in steps.records]
     report["total_s"] = round(time.perf_counter() - t_start, 1)
     report["cpu_s"] = round(_cpu_seconds(), 1)  # this process and every bundle run: the work, whatever the machine's load
     report["load_average_end"] = round(os.getloadavg()[0], 2)
@@ -340,6 +361,7 @@ def run_unimlip_demo(
     md += ["## Do the paper's effects reproduce here?", "", *lines, "",
            "A difference within two standard errors (binomial, over the held-out queries) is reported as noise.", ""]
     md += ["## Timings (s)", ""] + [f"- {k}: {v}" for k, v in timer.times.items()] + [""]
+    md += ["## Reusable steps (`--force` reruns them)", "", steps.table(), ""]
     (out / "report.md").write_text("\n".join(md), encoding="utf-8")
     print(f"\nUni-Mlip demo finished in {report['total_s']:.0f} s ({report['cpu_s']:.0f} CPU-seconds; load average "
           f"{report['load_average_start']} -> {report['load_average_end']}). Report: {out / 'report.md'}", flush=True)
@@ -369,6 +391,8 @@ def cli_main(argv: Sequence[str]) -> int:
                         help="runs side by side, one thread each (default: 2, or the CPU count if lower)")
     parser.add_argument("--no-table4", action="store_true", help="only the runs of Table 3")
     parser.add_argument("--no-vqa", action="store_true", help="skip the VQA fine-tuning")
+    parser.add_argument("--force", action="store_true", help="rerun every step (default: reuse those an earlier run finished)")
     args = parser.parse_args(list(argv))
-    run_unimlip_demo(args.out, args.studies, args.seed, args.epochs, args.jobs, table4=not args.no_table4, vqa=not args.no_vqa)
+    run_unimlip_demo(args.out, args.studies, args.seed, args.epochs, args.jobs, table4=not args.no_table4, vqa=not args.no_vqa,
+                     force=args.force)
     return 0

@@ -76,7 +76,7 @@ def test_stamp_reuses_matching_steps_and_reruns_changed_ones_and_their_downstrea
     # a missing (partial) output of the downstream step reruns it alone; upstream reused
     calls.clear()
     (tmp_path / "b" / "sum.txt").unlink()
-    a5, b5 = _chain(tmp_path, StepCache(), calls, seed=5)
+    a5, _ = _chain(tmp_path, StepCache(), calls, seed=5)
     assert calls == ["use"] and a5.status == "reused" and (tmp_path / "b" / "sum.txt").read_text(encoding="utf-8") == "11"
     # a rewritten upstream output reruns it too
     calls.clear()
