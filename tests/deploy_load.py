@@ -47,12 +47,12 @@ class LoadRun:
         return out
 
 
-def demo_studies(root: Path, n: int, seed: int = 17) -> Path:
+def demo_studies(root: Path, n: int, seed: int = 17, image_size: int = 128) -> Path:
     """``n`` demo radiograph studies (frontal + some laterals and SR reports), no CT, no truth."""
     from monai_medunic.data.demo import generate_demo_dataset
 
     if not (root / "dicom").is_dir():
-        generate_demo_dataset(root, num_studies=n, seed=seed, image_size=128, num_ct_studies=0, radiograph_truth=False)
+        generate_demo_dataset(root, num_studies=n, seed=seed, image_size=image_size, num_ct_studies=0, radiograph_truth=False)
     return root / "dicom"
 
 
