@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections import OrderedDict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, List
 
@@ -110,9 +110,6 @@ class ScreenedDICOMDataLoaderOperator(DICOMDataLoaderOperator):
 
         if self._pending is None:
             self._pending = self._study_batches(self._input_folder(op_input))
-            if not self._pending and self._must_load:
-                self._more.disable_tick()
-                raise ItemNotExistsError(f"No study loaded from path {self.input_path}.")
         while self._pending:
             files = self._pending.pop(0)
             studies = super()._load_data(files)
@@ -143,15 +140,8 @@ class ScreenedDICOMDataLoaderOperator(DICOMDataLoaderOperator):
 
     def _study_batches(self, folder: Path) -> list[list[str]]:
         """The screened files of ``folder``, grouped by study, in batches of :attr:`studies_per_batch` studies."""
-        files = [str(f) for f in list_input_files(folder)]
-        logger.info("screening %d input file(s)", len(files))
-        by_study: "OrderedDict[str, list[str]]" = OrderedDict()
-        for file in sorted(files):
-            try:
-                header = screen_dicom_file(file)
-            except DicomReadError as err:
-                self._skip(file, err.reason)
-                continue
+        by_study: dict[str, list[str]] = {}
+        for file, header in self._screened([str(f) for f in list_input_files(folder)]):
             by_study.setdefault(str(header.StudyInstanceUID), []).append(file)
         studies = list(by_study.values())
         step = self.studies_per_batch
@@ -159,16 +149,18 @@ class ScreenedDICOMDataLoaderOperator(DICOMDataLoaderOperator):
 
     def _load_data(self, files: List[str]):
         """Screen ``files`` and load the readable ones into studies (all at once, as the SDK loader)."""
+        return super()._load_data([file for file, _ in self._screened(files)])
+
+    def _screened(self, files: List[str]) -> Iterator[tuple[str, Dataset]]:
+        """``(file, header)`` of each of ``files`` (sorted) that passes :func:`screen_dicom_file`; the others are skipped."""
         logger.info("screening %d input file(s)", len(files))
-        readable: List[str] = []
         for file in sorted(files):
             try:
-                screen_dicom_file(file)
+                header = screen_dicom_file(file)
             except DicomReadError as err:
                 self._skip(file, err.reason)
                 continue
-            readable.append(file)
-        return super()._load_data(readable)
+            yield file, header
 
     def _skip(self, file: str, reason: str) -> None:
         self.skipped.append((file, reason))
