@@ -19,7 +19,6 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
-import torch
 from pydicom.data import get_testdata_file
 
 from monai_medunic.deploy.launch import _raise_stack_limit  # the 32 MiB stack holoscan wants
@@ -27,6 +26,7 @@ from monai_medunic.deploy.preprocessing import prepare_study
 from monai_medunic.deploy.segmentation import SEG_JSON_NAME, load_segmentation_bundle, segment_prepared
 from monai_medunic.transforms.dense import read_seg_masks
 from monai_medunic.transforms.views import classify_view
+from tiny_bundles import untrained_segmentation_bundle
 
 REPO = Path(__file__).resolve().parents[2]
 APP = REPO / "apps" / "cxr_segmentation" / "app.py"
@@ -57,20 +57,7 @@ def seg_bundle(tmp_path_factory) -> Path:
     """A cxr_segmentation bundle in its trained layout (inference.json + models/model.pt), ResNet-18 at 64 px,
     untrained: its logits sit near 0, so parts of each image fall on either side of the threshold and the
     SEGs hold real segments (the in-process comparison below checks pixels, not just empty masks)."""
-    from monai.bundle import ConfigParser
-
-    root = tmp_path_factory.mktemp("seg_app") / "cxr_segmentation"
-    shutil.copytree(REPO / "bundles" / "cxr_segmentation", root, ignore=shutil.ignore_patterns("models", "data", "predictions"))
-    config = json.loads((root / "configs" / "inference.json").read_text())
-    config.update(image_encoder="resnet18", image_size=64)
-    (root / "configs" / "inference.json").write_text(json.dumps(config, indent=2))
-    parser = ConfigParser()
-    parser.read_config(str(root / "configs" / "inference.json"))
-    torch.manual_seed(0)
-    net = parser.get_parsed_content("network_def")
-    (root / "models").mkdir()
-    torch.save(net.state_dict(), root / "models" / "model.pt")
-    return root
+    return untrained_segmentation_bundle(tmp_path_factory.mktemp("seg_app"))
 
 
 def run_app(input_dir: Path, output_dir: Path, model: Path) -> AppRun:

@@ -30,6 +30,7 @@ from monai_medunic.pretrained import inference_preprocessing, load_pretrained_bu
 from monai_medunic.text.prompts import translate_finding
 from monai_medunic.transforms.pipelines import model_input_transform
 from orthanc import OrthancServer
+from tiny_bundles import untrained_segmentation_bundle
 
 RG1 = Path(get_testdata_file("RG1_UNCI.dcm"))
 TASK = "zero_shot_findings"
@@ -75,21 +76,7 @@ def _headers(files: list[Path]) -> dict[str, dict]:
 @pytest.fixture(scope="module")
 def seg_bundle(tmp_path_factory) -> Path:
     """A cxr_segmentation bundle in its trained layout, ResNet-18 at 64 px, untrained (logits near 0: real masks)."""
-    from monai.bundle import ConfigParser
-
-    root = tmp_path_factory.mktemp("label_seg") / "cxr_segmentation"
-    shutil.copytree(Path(__file__).resolve().parents[2] / "bundles" / "cxr_segmentation", root,
-                    ignore=shutil.ignore_patterns("models", "data", "predictions"))
-    config = json.loads((root / "configs" / "inference.json").read_text())
-    config.update(image_encoder="resnet18", image_size=64)
-    (root / "configs" / "inference.json").write_text(json.dumps(config, indent=2))
-    parser = ConfigParser()
-    parser.read_config(str(root / "configs" / "inference.json"))
-    torch.manual_seed(0)
-    net = parser.get_parsed_content("network_def")
-    (root / "models").mkdir()
-    torch.save(net.state_dict(), root / "models" / "model.pt")
-    return root
+    return untrained_segmentation_bundle(tmp_path_factory.mktemp("label_seg"))
 
 
 @pytest.fixture(scope="module")

@@ -16,28 +16,13 @@ import pytest
 import torch
 
 from monai_medunic.pretrained import load_pretrained_bundle
+from tiny_bundles import MEDUNIC_TINY
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "cxr_medunic_pretrain"
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
 
-TINY = {
-    "image_encoder": "resnet18",
-    "image_size": 32,
-    "embed_dim": 16,
-    "ctr_dim": 32,
-    "freeze_layers": 1,
-    "max_length": 32,
-    "batch_size": 8,
-    "val_batch_size": 16,
-    "num_workers": 0,
-    "max_epochs": 2,
-    "learning_rate": 1e-3,
-    "warmup_fraction": 0.5,
-    "augment_translate_pixels": 2,
-    "precision": "fp32",
-    "channels_last": False,
-}
+TINY = MEDUNIC_TINY
 
 
 def _configs(*names: str) -> str:

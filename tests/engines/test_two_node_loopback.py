@@ -19,29 +19,14 @@ import uuid
 from pathlib import Path
 
 import pytest
+from tiny_bundles import MEDUNIC_TINY
 
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "cxr_medunic_pretrain"
 ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
 
-TINY = {
-    "image_encoder": "resnet18",
-    "image_size": 32,
-    "embed_dim": 16,
-    "ctr_dim": 32,
-    "freeze_layers": 1,
-    "max_length": 32,
-    "batch_size": 4,
-    "val_batch_size": 16,
-    "num_workers": 0,
-    "max_epochs": 1,
-    "learning_rate": 1e-3,
-    "warmup_fraction": 0.5,
-    "augment_translate_pixels": 2,
-    "precision": "fp32",
-    "channels_last": False,
-}
+TINY = dict(MEDUNIC_TINY, batch_size=4, max_epochs=1)
 
 
 def _free_port() -> int:
